@@ -1,0 +1,1 @@
+"""The physics of blur formation: kernels, camera response and synthetic pairs."""

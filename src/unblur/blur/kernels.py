@@ -1,0 +1,108 @@
+"""Blur kernel generators. Every kernel is float32, odd-sized, sums to 1 and has its
+centre of mass at the central pixel, so blurring does not shift the image.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _splat(points: np.ndarray, size: int) -> np.ndarray:
+    """Rasterise (N, 2) sub-pixel (x, y) points with bilinear weights onto a size x size grid.
+
+    Bilinear splatting keeps the first moment, so points centred on (c, c) give a
+    kernel whose centre of mass is exactly (c, c).
+    """
+    k = np.zeros((size, size), np.float64)
+    x0 = np.floor(points[:, 0]).astype(int)
+    y0 = np.floor(points[:, 1]).astype(int)
+    fx, fy = points[:, 0] - x0, points[:, 1] - y0
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        np.add.at(k, (np.clip(y0 + dy, 0, size - 1), np.clip(x0 + dx, 0, size - 1)), w)
+    return k
+
+
+def _normalise(k: np.ndarray) -> np.ndarray:
+    return (k / k.sum()).astype(np.float32)
+
+
+def random_walk_trajectory(rng: np.random.Generator, n: int = 64, shake: float = 0.4, jump_prob: float = 0.03) -> np.ndarray:
+    """A camera-shake path in the spirit of Boracchi & Foi (2012): (n, 2) points.
+
+    The velocity keeps momentum, is perturbed by Gaussian shake, pulled back
+    towards the start (a hand corrects itself) and now and then jumps (an abrupt
+    tremor). The path's scale is arbitrary; callers rescale it.
+    """
+    angle = rng.uniform(0, 2 * np.pi)
+    v = np.array([np.cos(angle), np.sin(angle)])
+    pos = np.zeros(2)
+    out = np.empty((n, 2))
+    for i in range(n):
+        out[i] = pos
+        dv = shake * rng.standard_normal(2) - 0.02 * pos / max(1.0, np.linalg.norm(pos) / 10)
+        if rng.random() < jump_prob:
+            dv += 2.0 * v[::-1] * rng.choice([-1, 1]) * rng.uniform(0.5, 1.5)
+        v = v + dv
+        v /= np.linalg.norm(v) + 1e-12  # constant speed: the exposure is spread evenly along the path
+        pos = pos + v
+    return out
+
+
+def motion_kernel(size: int, rng: np.random.Generator, extent: float | None = None) -> np.ndarray:
+    """A camera-shake motion kernel of odd ``size`` from a random-walk trajectory.
+
+    ``extent`` (pixels) is the largest side of the path's bounding box; by default
+    uniform in [0.4, 1] x (size - 2), so that kernels of one size vary in strength.
+    """
+    if size % 2 == 0 or size < 3:
+        raise ValueError(f"kernel size must be odd and >= 3, got {size}")
+    path = random_walk_trajectory(rng)
+    span = np.ptp(path, axis=0).max()
+    extent = rng.uniform(0.4, 1.0) * (size - 2) if extent is None else min(extent, size - 2)
+    path = path * (extent / max(span, 1e-6))
+    # Resample densely along the path so that no gaps appear between splats.
+    seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
+    t = np.concatenate([[0], np.cumsum(seg)])
+    dense = np.linspace(0, t[-1], max(2, int(t[-1] * 8)))
+    path = np.stack([np.interp(dense, t, path[:, 0]), np.interp(dense, t, path[:, 1])], axis=1)
+    # Centre the mass on the central pixel, shrinking the rare path that would then
+    # leave the canvas (a long excursion on one side of the centroid).
+    path = path - path.mean(axis=0)
+    reach = np.abs(path).max()
+    path *= min(1.0, ((size - 1) / 2 - 0.5) / max(reach, 1e-6))
+    return _normalise(_splat(path + (size - 1) / 2, size))
+
+
+def linear_motion_kernel(size: int, length: float, angle_deg: float) -> np.ndarray:
+    """Uniform straight-line motion of ``length`` pixels at ``angle_deg`` (x to the right, y down)."""
+    a = np.deg2rad(angle_deg)
+    s = np.linspace(-length / 2, length / 2, max(2, int(length * 8)))
+    c = (size - 1) / 2
+    return _normalise(_splat(np.stack([c + s * np.cos(a), c + s * np.sin(a)], axis=1), size))
+
+
+def gaussian_kernel(size: int, sigma: float) -> np.ndarray:
+    """An isotropic Gaussian (out-of-focus or lens softness)."""
+    r = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+    return _normalise(g)
+
+
+def disk_kernel(size: int, radius: float) -> np.ndarray:
+    """A defocus disk of ``radius`` pixels, anti-aliased by 4x4 supersampling."""
+    r = (np.arange(size * 4) + 0.5) / 4 - size / 2
+    inside = (r[:, None] ** 2 + r[None, :] ** 2 <= radius**2).astype(np.float64)
+    disk = inside.reshape(size, 4, size, 4).mean(axis=(1, 3))
+    if disk.sum() == 0:
+        disk[size // 2, size // 2] = 1
+    return _normalise(disk)
+
+
+def embed(kernel: np.ndarray, size: int) -> np.ndarray:
+    """Place an odd kernel at the centre of a larger odd size x size canvas (for batching)."""
+    k = kernel.shape[0]
+    if k > size:
+        raise ValueError(f"kernel of size {k} does not fit in {size}")
+    out = np.zeros((size, size), np.float32)
+    o = (size - k) // 2
+    out[o : o + k, o : o + k] = kernel
+    return out

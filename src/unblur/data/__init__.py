@@ -1,0 +1,1 @@
+"""Datasets: synthetic pairs made on the fly from folders of sharp photos."""

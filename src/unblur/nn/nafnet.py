@@ -1,0 +1,107 @@
+"""NAFNet (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022), written from the paper.
+
+A U-Net of "nonlinear activation free" blocks: LayerNorm, 1x1 and depthwise 3x3
+convolutions, a SimpleGate (split channels in two halves and multiply them) in
+place of activations, and simplified channel attention. Input and output are
+RGB in [0, 1], shape (B, 3, H, W); the network predicts the residual to the
+input. H and W need not be multiples of anything: the input is padded by
+reflection to a multiple of 2**levels and the output cropped back.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel dimension of (B, C, H, W), per pixel."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+class SimpleGate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class NAFBlock(nn.Module):
+    """Spatial mixing (1x1 -> depthwise 3x3 -> gate -> channel attention -> 1x1) then a gated FFN.
+
+    Both branches are scaled by learned per-channel factors that start at zero,
+    so a freshly built block is the identity and deep stacks train stably.
+    """
+
+    def __init__(self, c: int, expand: int = 2, ffn_expand: int = 2):
+        super().__init__()
+        dw = c * expand
+        self.norm1 = LayerNorm2d(c)
+        self.conv1 = nn.Conv2d(c, dw, 1)
+        self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, 1))
+        self.conv3 = nn.Conv2d(dw // 2, c, 1)
+        self.norm2 = LayerNorm2d(c)
+        self.conv4 = nn.Conv2d(c, c * ffn_expand, 1)
+        self.conv5 = nn.Conv2d(c * ffn_expand // 2, c, 1)
+        self.gate = SimpleGate()
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.gate(self.conv2(self.conv1(self.norm1(x))))
+        y = self.conv3(y * self.sca(y))
+        x = x + self.beta * y
+        y = self.conv5(self.gate(self.conv4(self.norm2(x))))
+        return x + self.gamma * y
+
+
+class NAFNet(nn.Module):
+    """NAFNet image restorer.
+
+    width: channels at full resolution (doubled at each of the ``len(enc_blocks)`` levels).
+    enc_blocks / dec_blocks: NAFBlocks per level; middle_blocks: at the lowest resolution.
+    """
+
+    def __init__(self, width: int = 16, enc_blocks=(1, 1, 1, 8), middle_blocks: int = 1, dec_blocks=(1, 1, 1, 1), in_channels: int = 3):
+        super().__init__()
+        if len(enc_blocks) != len(dec_blocks):
+            raise ValueError("enc_blocks and dec_blocks need one entry per level")
+        self.config = {"width": width, "enc_blocks": list(enc_blocks), "middle_blocks": middle_blocks, "dec_blocks": list(dec_blocks)}
+        self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))
+        c = width
+        for n in enc_blocks:
+            self.encoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
+            self.downs.append(nn.Conv2d(c, 2 * c, 2, stride=2))
+            c *= 2
+        self.middle = nn.Sequential(*[NAFBlock(c) for _ in range(middle_blocks)])
+        for n in dec_blocks:
+            self.ups.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)))
+            c //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
+        self.multiple = 2 ** len(enc_blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        inp = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+        y = self.intro(inp)
+        skips = []
+        for enc, down in zip(self.encoders, self.downs):
+            y = enc(y)
+            skips.append(y)
+            y = down(y)
+        y = self.middle(y)
+        for dec, up, skip in zip(self.decoders, self.ups, reversed(skips)):
+            y = dec(up(y) + skip)
+        y = self.ending(y) + inp
+        return y[..., :h, :w]

@@ -1,0 +1,39 @@
+"""Deblurring whole photos with a trained model: load once, then restore image after image."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unblur.tiling import run_tiled
+
+
+class Restorer:
+    """A loaded model ready for photos.
+
+    ``restore(rgb)`` takes float32 (H, W, 3) in [0, 1] and returns the same shape.
+    ``tile`` bounds memory: images larger than ``tile`` x ``tile`` are processed in
+    overlapping tiles (0 = whole image at once).
+    """
+
+    def __init__(self, model: str | Path | None = None, device: str = "auto", tile: int = 512, overlap: int = 48):
+        from unblur.train.loop import pick_device
+        from unblur.zoo import load_model
+
+        self.device = pick_device(device)
+        self.model, self.meta = load_model(model, self.device)
+        self.tile, self.overlap = tile, overlap
+
+    @torch.no_grad()
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device)).clamp(0, 1)
+
+    @torch.no_grad()
+    def restore(self, rgb: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
+        if self.tile and max(x.shape[-2:]) > self.tile:
+            y = run_tiled(self._run, x, self.tile, self.overlap)
+        else:
+            y = self._run(x)
+        return y[0].float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()

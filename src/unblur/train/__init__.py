@@ -1,0 +1,1 @@
+"""The training engine: configs, losses, checkpoints and the loop."""

@@ -1,0 +1,82 @@
+"""Training configs: nested dicts read from YAML, with ``key.sub=value`` overrides.
+
+Every config starts from :data:`DEFAULTS`; a YAML file and then ``--set``
+overrides are merged on top. Override values are parsed as YAML, so
+``optim.lr=3e-4``, ``model.enc_blocks=[1,1,2,4]`` and ``train.device=cuda`` all work.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``3e-4`` as a float (YAML 1.1 insists on ``3.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+DEFAULTS: dict = {
+    "model": {"arch": "nafnet", "width": 16, "enc_blocks": [1, 1, 2, 6], "middle_blocks": 2, "dec_blocks": [1, 1, 1, 1]},
+    "data": {
+        "train": "../shared/photos/train",  # folder of sharp photos
+        "val": "../shared/photos/val",
+        "preset": "uniform-kernel",
+        "crop": 128,
+        "batch": 8,
+        "workers": 1,
+        "val_crop": 256,
+        "val_images": 24,
+    },
+    "optim": {"lr": 1.0e-3, "min_lr": 1.0e-6, "weight_decay": 0.0, "betas": [0.9, 0.9], "warmup": 200, "steps": 10000, "grad_clip": 0.5},
+    "loss": {"charbonnier_eps": 1.0e-3, "fft_weight": 0.0},
+    "train": {"seed": 0, "device": "auto", "amp": "auto", "ema": 0.999, "ckpt_every": 500, "val_every": 1000, "log_every": 50, "keep": 2},
+}
+
+
+def merge(base: dict, update: dict, path: str = "") -> dict:
+    """Recursively merge ``update`` into a copy of ``base``; unknown keys are an error (typos fail loudly)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        where = f"{path}{key}"
+        if key not in out:
+            raise KeyError(f"unknown config key '{where}'")
+        if isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise TypeError(f"config key '{where}' is a section, got {value!r}")
+            out[key] = merge(out[key], value, where + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``"optim.lr=3e-4"`` -> ``{"optim": {"lr": 0.0003}}``."""
+    if "=" not in text:
+        raise ValueError(f"override '{text}' is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    value = _yaml(raw) if raw.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ValueError(f"override '{text}' has an empty key part")
+        value = {part: value}
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
+    """DEFAULTS <- YAML file <- overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        cfg = merge(cfg, _yaml(Path(path).read_text()) or {})
+    for text in overrides:
+        cfg = merge(cfg, parse_override(text))
+    return cfg

@@ -1,0 +1,65 @@
+"""The registry of models we ship, and loading by name or path.
+
+Weights live next to this file as self-describing safetensors model files
+(see :mod:`unblur.train.checkpoint`), each with a model card ``<name>.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    file: str
+    summary: str
+    trained_on: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS / self.file
+
+    @property
+    def card(self) -> Path:
+        return WEIGHTS / f"{self.name}.md"
+
+
+MODELS: dict[str, ModelEntry] = {
+    e.name: e
+    for e in [
+        ModelEntry(
+            name="nafnet-small",
+            file="nafnet-small.safetensors",
+            summary="NAFNet, width 16, 2.5 M parameters; regression, fast on CPU",
+            trained_on="synthetic camera-shake blur (uniform-kernel preset) on 217 sharp photos",
+        ),
+    ]
+}
+DEFAULT = "nafnet-small"
+
+
+def resolve(name_or_path: str | Path | None) -> Path:
+    """A registered name (or None for the default) or a path to a model file -> the file's path."""
+    if name_or_path is None:
+        name_or_path = DEFAULT
+    if str(name_or_path) in MODELS:
+        path = MODELS[str(name_or_path)].path
+        if not path.exists():
+            raise FileNotFoundError(f"model '{name_or_path}' is registered but its weights are missing ({path.name})")
+        return path
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        return path
+    raise ValueError(f"unknown model '{name_or_path}' (registered: {', '.join(MODELS)}; or give a .safetensors path)")
+
+
+def load_model(name_or_path: str | Path | None = None, device="cpu"):
+    """Returns ``(model, meta)``: the network in eval mode on ``device`` and its file's metadata."""
+    from unblur.train.checkpoint import load_model_file
+
+    return load_model_file(resolve(name_or_path), device)

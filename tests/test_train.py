@@ -1,0 +1,85 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unblur.data.synthetic import SyntheticPairs, fixed_pairs, load_folder
+from unblur.train.config import load_config, parse_override
+from unblur.train.loop import lr_factor, train
+
+
+def tiny_config(folder, steps, **extra):
+    overrides = [
+        f"data.train={folder}", f"data.val={folder}", "data.crop=32", "data.batch=4", "data.workers=0",
+        "data.val_crop=48", "data.val_images=4", "model.width=8", "model.enc_blocks=[1,1]",
+        "model.dec_blocks=[1,1]", "model.middle_blocks=1", f"optim.steps={steps}", "optim.warmup=2",
+        "optim.lr=2e-3", "train.ckpt_every=3", "train.val_every=1000", "train.log_every=1",
+    ] + [f"{k}={v}" for k, v in extra.items()]
+    return load_config(None, overrides)
+
+
+def test_overrides_parse_as_yaml():
+    assert parse_override("optim.lr=3e-4") == {"optim": {"lr": 3e-4}}
+    assert parse_override("model.enc_blocks=[1, 2]") == {"model": {"enc_blocks": [1, 2]}}
+    cfg = load_config(None, ["train.device=cpu", "data.crop=64"])
+    assert cfg["train"]["device"] == "cpu" and cfg["data"]["crop"] == 64
+    with pytest.raises(KeyError, match="optim.lrr"):
+        load_config(None, ["optim.lrr=1"])
+    with pytest.raises(ValueError):
+        parse_override("no-equals-sign")
+
+
+def test_lr_schedule_warms_up_then_decays():
+    f = [lr_factor(s, 10, 100, 0.01) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_batches_are_deterministic_per_step(sharp_folder):
+    ds = SyntheticPairs(load_folder(sharp_folder), crop=32, batch=2, seed=5)
+    a, b = ds[3], ds[3]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(ds[4][0], a[0])
+    blurred, sharp = a
+    assert blurred.shape == sharp.shape == (2, 3, 32, 32)
+    assert blurred.min() >= 0 and blurred.max() <= 1
+
+
+def test_tiny_training_run_improves_validation(sharp_folder, tmp_path):
+    from unblur.train.checkpoint import load_model_file
+    from unblur.train.loop import validate
+
+    cfg = tiny_config(sharp_folder, 40)
+    summary = train(cfg, tmp_path / "run", quiet=True)
+    images = load_folder(sharp_folder)
+    blurred, sharp = fixed_pairs(images, 48, seed=1234)
+    torch.manual_seed(cfg["train"]["seed"])
+    from unblur import nn as unets
+
+    untrained = unets.build("nafnet", {k: v for k, v in cfg["model"].items() if k != "arch"})
+    trained, meta = load_model_file(tmp_path / "run" / "last.safetensors")
+    assert meta["step"] == 40
+    before, after = validate(untrained, blurred, sharp, "cpu"), validate(trained, blurred, sharp, "cpu")
+    assert after > before + 3, (before, after)
+    assert sum(summary["losses"][-5:]) < sum(summary["losses"][:5])
+
+
+def test_resume_continues_exactly(sharp_folder, tmp_path):
+    straight = train(tiny_config(sharp_folder, 6), tmp_path / "a", quiet=True)
+    train(tiny_config(sharp_folder, 6), tmp_path / "b", quiet=True, stop_at=3)
+    resumed = train(tiny_config(sharp_folder, 6), tmp_path / "b", resume="auto", quiet=True)
+    assert resumed["start"] == 3 and len(resumed["losses"]) == 3
+    assert resumed["losses"] == straight["losses"][3:]  # bit-identical on CPU
+    a = load_file(str(tmp_path / "a" / "checkpoints" / "ckpt-00000006" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "ckpt-00000006" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_partial_checkpoint_is_ignored(sharp_folder, tmp_path):
+    from unblur.train.checkpoint import latest_checkpoint
+
+    train(tiny_config(sharp_folder, 3), tmp_path / "r", quiet=True)
+    # a write killed half-way leaves a temporary folder without state.pt
+    (tmp_path / "r" / "checkpoints" / ".tmp-crash").mkdir()
+    (tmp_path / "r" / "checkpoints" / "ckpt-00000009").mkdir()
+    assert latest_checkpoint(tmp_path / "r").name == "ckpt-00000003"
