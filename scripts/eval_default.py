@@ -6,6 +6,7 @@ synthesizer (uniform-kernel preset) with generator seed [--seed, index];
 
     python scripts/eval_default.py [--model nafnet-small] [--json out.json]
 """
+
 import argparse
 import json
 import time
@@ -24,15 +25,31 @@ def evaluate(pairs, restorer):
     for name, blurred, sharp in pairs:
         t0 = time.time()
         out = restorer.restore(blurred)
-        rows.append({"image": name, "blurred": psnr(blurred, sharp), "restored": psnr(out, sharp), "seconds": time.time() - t0,
-                     "megapixels": blurred.shape[0] * blurred.shape[1] / 1e6})
+        rows.append(
+            {
+                "image": name,
+                "blurred": psnr(blurred, sharp),
+                "restored": psnr(out, sharp),
+                "seconds": time.time() - t0,
+                "megapixels": blurred.shape[0] * blurred.shape[1] / 1e6,
+            }
+        )
         r = rows[-1]
         print(f"  {name:60s} {r['blurred']:6.2f} -> {r['restored']:6.2f} dB ({r['restored'] - r['blurred']:+.2f})", flush=True)
     b, o = np.mean([r["blurred"] for r in rows]), np.mean([r["restored"] for r in rows])
     worse = [r["image"] for r in rows if r["restored"] <= r["blurred"]]
     spm = sum(r["seconds"] for r in rows) / sum(r["megapixels"] for r in rows)
-    print(f"  mean: blurred {b:.2f} dB, restored {o:.2f} dB, gain {o - b:+.2f} dB; not improved: {len(worse)} of {len(rows)} {worse}; {spm:.2f} s/MP")
-    return {"mean_blurred": b, "mean_restored": o, "gain": o - b, "not_improved": worse, "seconds_per_megapixel": spm, "rows": rows}
+    print(
+        f"  mean: blurred {b:.2f} dB, restored {o:.2f} dB, gain {o - b:+.2f} dB; not improved: {len(worse)} of {len(rows)} {worse}; {spm:.2f} s/MP"
+    )
+    return {
+        "mean_blurred": b,
+        "mean_restored": o,
+        "gain": o - b,
+        "not_improved": worse,
+        "seconds_per_megapixel": spm,
+        "rows": rows,
+    }
 
 
 def synthetic_pairs(folder, seed):

@@ -6,6 +6,7 @@ src/unblur/assets/samples/. Needs scikit-image (the `test` extra).
 
     python scripts/make_samples.py
 """
+
 from pathlib import Path
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Shared fixtures: small real images on disk, made by the tests themselves."""
+
 from __future__ import annotations
 
 from pathlib import Path

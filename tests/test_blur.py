@@ -2,8 +2,18 @@ import numpy as np
 import pytest
 import torch
 
-from unblur.blur.camera import gamma_to_linear, linear_to_gamma, linear_to_srgb, srgb_to_linear
-from unblur.blur.kernels import disk_kernel, gaussian_kernel, linear_motion_kernel, motion_kernel
+from unblur.blur.camera import (
+    gamma_to_linear,
+    linear_to_gamma,
+    linear_to_srgb,
+    srgb_to_linear,
+)
+from unblur.blur.kernels import (
+    disk_kernel,
+    gaussian_kernel,
+    linear_motion_kernel,
+    motion_kernel,
+)
 from unblur.blur.synth import UniformKernelBlur, blur_image, convolve
 
 
@@ -12,12 +22,15 @@ def centre_of_mass(k):
     return (k * y).sum(), (k * x).sum()
 
 
-@pytest.mark.parametrize("make", [
-    lambda rng: motion_kernel(int(rng.choice([9, 15, 25])), rng),
-    lambda rng: linear_motion_kernel(15, 9.0, rng.uniform(0, 180)),
-    lambda rng: gaussian_kernel(11, 2.0),
-    lambda rng: disk_kernel(11, 3.5),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: motion_kernel(int(rng.choice([9, 15, 25])), rng),
+        lambda rng: linear_motion_kernel(15, 9.0, rng.uniform(0, 180)),
+        lambda rng: gaussian_kernel(11, 2.0),
+        lambda rng: disk_kernel(11, 3.5),
+    ],
+)
 def test_kernels_sum_to_one_and_are_centred(make):
     rng = np.random.default_rng(3)
     for _ in range(20):

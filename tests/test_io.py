@@ -3,9 +3,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import textured
 from PIL import Image, ImageOps
 
-from conftest import textured
 from unblur.io import ImageError, _orient, list_images, read_image, write_image
 
 
@@ -93,7 +93,9 @@ def _png_header_only(path, w, h):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,23 @@ from unblur.train.loop import lr_factor, train
 
 def tiny_config(folder, steps, **extra):
     overrides = [
-        f"data.train={folder}", f"data.val={folder}", "data.crop=32", "data.batch=4", "data.workers=0",
-        "data.val_crop=48", "data.val_images=4", "model.width=8", "model.enc_blocks=[1,1]",
-        "model.dec_blocks=[1,1]", "model.middle_blocks=1", f"optim.steps={steps}", "optim.warmup=2",
-        "optim.lr=2e-3", "train.ckpt_every=3", "train.val_every=1000", "train.log_every=1",
+        f"data.train={folder}",
+        f"data.val={folder}",
+        "data.crop=32",
+        "data.batch=4",
+        "data.workers=0",
+        "data.val_crop=48",
+        "data.val_images=4",
+        "model.width=8",
+        "model.enc_blocks=[1,1]",
+        "model.dec_blocks=[1,1]",
+        "model.middle_blocks=1",
+        f"optim.steps={steps}",
+        "optim.warmup=2",
+        "optim.lr=2e-3",
+        "train.ckpt_every=3",
+        "train.val_every=1000",
+        "train.log_every=1",
     ] + [f"{k}={v}" for k, v in extra.items()]
     return load_config(None, overrides)
 

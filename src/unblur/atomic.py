@@ -1,4 +1,5 @@
 """Atomic file writes: a file appears complete, with normal permissions, or not at all."""
+
 from __future__ import annotations
 
 import os

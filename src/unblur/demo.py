@@ -1,4 +1,5 @@
 """`unblur demo`: deblur the bundled samples and show blurred / deblurred / sharp side by side."""
+
 from __future__ import annotations
 
 import time
@@ -63,10 +64,14 @@ def run_demo(out: Path, model=None, device: str = "auto", overwrite: bool = Fals
         write_image(out / f"{name}.png", restored, info, overwrite=overwrite)
         before, after = psnr(blurred, sharp), psnr(restored, sharp)
         gains.append(after - before)
-        print(f"{name:10s} {blurred.shape[1]}x{blurred.shape[0]}  PSNR blurred {before:5.2f} dB -> deblurred {after:5.2f} dB "
-              f"({after - before:+.2f})  {seconds:.1f} s")
+        print(
+            f"{name:10s} {blurred.shape[1]}x{blurred.shape[0]}  PSNR blurred {before:5.2f} dB -> deblurred {after:5.2f} dB "
+            f"({after - before:+.2f})  {seconds:.1f} s"
+        )
         rows.append([(blurred, f"blurred {before:.2f} dB"), (restored, f"deblurred {after:.2f} dB"), (sharp, "sharp")])
     write_image(out / "comparison.png", comparison(rows), overwrite=overwrite)
-    print(f"mean gain {np.mean(gains):+.2f} dB with model {restorer.meta.get('arch')} "
-          f"({model or 'default'}); results and comparison.png in {out}")
+    print(
+        f"mean gain {np.mean(gains):+.2f} dB with model {restorer.meta.get('arch')} "
+        f"({model or 'default'}); results and comparison.png in {out}"
+    )
     return 0

@@ -5,6 +5,7 @@ leaves it in the format it came in: 16-bit stays 16-bit, greyscale stays
 greyscale, an alpha channel is carried through untouched. Anything we cannot
 read becomes an :class:`ImageError` with a one-line message naming the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -103,8 +104,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[n
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
-                    f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, above the limit of "
-                    f"{max_pixels / 1e6:.0f} megapixels"
+                    f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, above the limit of {max_pixels / 1e6:.0f} megapixels"
                 )
             if w < 1 or h < 1:
                 raise ImageError(f"{path}: image has no pixels ({w}x{h})")
@@ -118,8 +118,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[n
     except ImageError:
         raise
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: too many pixels, above the limit of {max_pixels / 1e6:.0f} megapixels "
-                         "(decompression-bomb guard)") from None
+        raise ImageError(
+            f"{path}: too many pixels, above the limit of {max_pixels / 1e6:.0f} megapixels (decompression-bomb guard)"
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated data, broken chunks

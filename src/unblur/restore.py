@@ -1,4 +1,5 @@
 """Deblurring whole photos with a trained model: load once, then restore image after image."""
+
 from __future__ import annotations
 
 from pathlib import Path

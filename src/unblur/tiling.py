@@ -4,6 +4,7 @@
 them back with weights that fall smoothly to zero towards the tile edges, so
 seams do not show and memory depends on the tile size only.
 """
+
 from __future__ import annotations
 
 from typing import Callable

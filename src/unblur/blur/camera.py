@@ -4,6 +4,7 @@ Blur is an average of light over the exposure, so it must be computed on linear
 values; photos are stored gamma-encoded. All functions take and return tensors or
 arrays with values in [0, 1] and keep their shape.
 """
+
 from __future__ import annotations
 
 import torch

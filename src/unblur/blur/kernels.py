@@ -1,6 +1,7 @@
 """Blur kernel generators. Every kernel is float32, odd-sized, sums to 1 and has its
 centre of mass at the central pixel, so blurring does not shift the image.
 """
+
 from __future__ import annotations
 
 import numpy as np

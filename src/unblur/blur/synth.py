@@ -5,6 +5,7 @@ light (gamma 2.2), Gaussian read noise added to the stored values, 8-bit
 quantisation, as the public ``val_uniform`` benchmark is made. The richer
 presets (non-uniform camera shake, saturation, JPEG) build on the same pieces.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Batches are indexed by training step: batch ``s`` is drawn from a generator
 seeded with ``(seed, s)``, so a run is reproducible, resumes exactly where it
 stopped, and can be split across data-loader workers in any order.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,8 +54,16 @@ class SyntheticPairs(torch.utils.data.Dataset):
     assumption). Crops flatter than ``min_detail`` are re-drawn (up to 10 times).
     """
 
-    def __init__(self, images: list[np.ndarray], crop: int = 128, batch: int = 8, seed: int = 0,
-                 preset: str = "uniform-kernel", min_detail: float = 0.02, length: int = 10**9):
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        crop: int = 128,
+        batch: int = 8,
+        seed: int = 0,
+        preset: str = "uniform-kernel",
+        min_detail: float = 0.02,
+        length: int = 10**9,
+    ):
         self.images, self.crop, self.batch, self.seed = images, crop, batch, seed
         self.spec = PRESETS[preset]()
         self.margin = self.spec.max_kernel // 2
@@ -96,7 +105,9 @@ class SyntheticPairs(torch.utils.data.Dataset):
         return blurred, sharp[..., m:-m, m:-m].contiguous()
 
 
-def fixed_pairs(images: list[np.ndarray], crop: int, seed: int, preset: str = "uniform-kernel") -> tuple[torch.Tensor, torch.Tensor]:
+def fixed_pairs(
+    images: list[np.ndarray], crop: int, seed: int, preset: str = "uniform-kernel"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A deterministic validation batch: one centre crop per image, each with its own seeded blur."""
     spec = PRESETS[preset]()
     m = spec.max_kernel // 2

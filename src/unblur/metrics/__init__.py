@@ -1,4 +1,5 @@
 """Image quality metrics, each computed as the field's papers compute it."""
+
 from unblur.metrics.psnr import psnr, psnr_tensor
 
 __all__ = ["psnr", "psnr_tensor"]

@@ -1,5 +1,6 @@
 """PSNR as the deblurring papers report it: RGB quantised to 8 bits, no border crop
 (MATLAB's ``psnr`` on uint8 images)."""
+
 from __future__ import annotations
 
 import numpy as np

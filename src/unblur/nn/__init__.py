@@ -3,6 +3,7 @@
 ``build(arch, config)`` makes a backbone from its name and constructor arguments;
 a model file stores exactly that pair, so any checkpoint can be rebuilt.
 """
+
 from __future__ import annotations
 
 

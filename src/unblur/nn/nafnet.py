@@ -7,6 +7,7 @@ RGB in [0, 1], shape (B, 3, H, W); the network predicts the residual to the
 input. H and W need not be multiples of anything: the input is padded by
 reflection to a multiple of 2**levels and the output cropped back.
 """
+
 from __future__ import annotations
 
 import torch
@@ -70,11 +71,18 @@ class NAFNet(nn.Module):
     enc_blocks / dec_blocks: NAFBlocks per level; middle_blocks: at the lowest resolution.
     """
 
-    def __init__(self, width: int = 16, enc_blocks=(1, 1, 1, 8), middle_blocks: int = 1, dec_blocks=(1, 1, 1, 1), in_channels: int = 3):
+    def __init__(
+        self, width: int = 16, enc_blocks=(1, 1, 1, 8), middle_blocks: int = 1, dec_blocks=(1, 1, 1, 1), in_channels: int = 3
+    ):
         super().__init__()
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError("enc_blocks and dec_blocks need one entry per level")
-        self.config = {"width": width, "enc_blocks": list(enc_blocks), "middle_blocks": middle_blocks, "dec_blocks": list(dec_blocks)}
+        self.config = {
+            "width": width,
+            "enc_blocks": list(enc_blocks),
+            "middle_blocks": middle_blocks,
+            "dec_blocks": list(dec_blocks),
+        }
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
         self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))

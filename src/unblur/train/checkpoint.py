@@ -7,6 +7,7 @@ works for anything we train. A *checkpoint* is a folder
 name and renamed only when complete: a run killed mid-write leaves the previous
 checkpoint intact and ``--resume auto`` ignores the partial one.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ from unblur.atomic import atomic_write
 def save_model_file(path: str | Path, model: torch.nn.Module, arch: str, info: dict | None = None, half: bool = False) -> Path:
     """Write a self-describing safetensors model file. ``half`` stores fp16 (half the size; loaded back as fp32)."""
     path = Path(path)
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous() for k, v in model.state_dict().items()
+    }
     meta = {"unblur": json.dumps({"arch": arch, "config": model.config, **(info or {})})}
     with atomic_write(path) as tmp:
         save_file(state, tmp, metadata=meta)
@@ -60,7 +63,9 @@ def save_checkpoint(run_dir: Path, step: int, model, ema, optimizer, scheduler, 
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **extra}, tmp / "state.pt")
+        torch.save(
+            {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **extra}, tmp / "state.pt"
+        )
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

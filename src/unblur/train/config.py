@@ -4,6 +4,7 @@ Every config starts from :data:`DEFAULTS`; a YAML file and then ``--set``
 overrides are merged on top. Override values are parsed as YAML, so
 ``optim.lr=3e-4``, ``model.enc_blocks=[1,1,2,4]`` and ``train.device=cuda`` all work.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,6 +26,7 @@ _Loader.add_implicit_resolver(
 def _yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
+
 DEFAULTS: dict = {
     "model": {"arch": "nafnet", "width": 16, "enc_blocks": [1, 1, 2, 6], "middle_blocks": 2, "dec_blocks": [1, 1, 1, 1]},
     "data": {
@@ -37,9 +39,26 @@ DEFAULTS: dict = {
         "val_crop": 256,
         "val_images": 24,
     },
-    "optim": {"lr": 1.0e-3, "min_lr": 1.0e-6, "weight_decay": 0.0, "betas": [0.9, 0.9], "warmup": 200, "steps": 10000, "grad_clip": 0.5},
+    "optim": {
+        "lr": 1.0e-3,
+        "min_lr": 1.0e-6,
+        "weight_decay": 0.0,
+        "betas": [0.9, 0.9],
+        "warmup": 200,
+        "steps": 10000,
+        "grad_clip": 0.5,
+    },
     "loss": {"charbonnier_eps": 1.0e-3, "fft_weight": 0.0},
-    "train": {"seed": 0, "device": "auto", "amp": "auto", "ema": 0.999, "ckpt_every": 500, "val_every": 1000, "log_every": 50, "keep": 2},
+    "train": {
+        "seed": 0,
+        "device": "auto",
+        "amp": "auto",
+        "ema": 0.999,
+        "ckpt_every": 500,
+        "val_every": 1000,
+        "log_every": 50,
+        "keep": 2,
+    },
 }
 
 

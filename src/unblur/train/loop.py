@@ -1,4 +1,5 @@
 """The training loop, readable top to bottom: build, resume, step, validate, checkpoint."""
+
 from __future__ import annotations
 
 import copy
@@ -14,7 +15,12 @@ from tqdm import tqdm
 from unblur import nn as unets
 from unblur.data.synthetic import SyntheticPairs, fixed_pairs, load_folder
 from unblur.metrics import psnr_tensor
-from unblur.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_model_file
+from unblur.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_model_file,
+)
 from unblur.train.losses import charbonnier, fft_l1
 
 
@@ -96,8 +102,13 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     val_images = load_folder(dc["val"])[: dc["val_images"]] if dc.get("val") else []
     val_blur, val_sharp = fixed_pairs(val_images, dc["val_crop"], seed=1234, preset=dc["preset"]) if val_images else (None, None)
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=None, sampler=range(start, min(oc["steps"], stop_at or oc["steps"])), num_workers=dc["workers"],
-        worker_init_fn=worker_init, pin_memory=device.type == "cuda", prefetch_factor=4 if dc["workers"] else None,
+        train_set,
+        batch_size=None,
+        sampler=range(start, min(oc["steps"], stop_at or oc["steps"])),
+        num_workers=dc["workers"],
+        worker_init_fn=worker_init,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if dc["workers"] else None,
         persistent_workers=False,
     )
     log_path = run_dir / "log.csv"
@@ -140,7 +151,15 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
                 save_model_file(run_dir / "best.safetensors", ema, cfg["model"]["arch"], {"step": done, "val_psnr": val})
         if done % tc["log_every"] == 0 or val != "" or done == oc["steps"]:
             mean = sum(losses) / len(losses)
-            writer.writerow([done, f"{mean:.6f}", f"{scheduler.get_last_lr()[0]:.3e}", f"{val:.3f}" if val != "" else "", f"{time.time() - t0:.1f}"])
+            writer.writerow(
+                [
+                    done,
+                    f"{mean:.6f}",
+                    f"{scheduler.get_last_lr()[0]:.3e}",
+                    f"{val:.3f}" if val != "" else "",
+                    f"{time.time() - t0:.1f}",
+                ]
+            )
             log.flush()
             bar.set_postfix(loss=f"{mean:.4f}", **({"val": f"{val:.2f}"} if val != "" else {}))
             losses = []
@@ -149,4 +168,10 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
             save_model_file(run_dir / "last.safetensors", ema, cfg["model"]["arch"], {"step": done})
     bar.close()
     log.close()
-    return {"start": start, "steps": min(oc["steps"], stop_at or oc["steps"]), "losses": history, "best_val_psnr": best, "seconds": time.time() - t0}
+    return {
+        "start": start,
+        "steps": min(oc["steps"], stop_at or oc["steps"]),
+        "losses": history,
+        "best_val_psnr": best,
+        "seconds": time.time() - t0,
+    }

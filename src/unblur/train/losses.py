@@ -1,4 +1,5 @@
 """Image losses. Inputs are (B, C, H, W) tensors in [0, 1]; outputs are scalars."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Weights live next to this file as self-describing safetensors model files
 (see :mod:`unblur.train.checkpoint`), each with a model card ``<name>.md``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

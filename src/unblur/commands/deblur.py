@@ -1,0 +1,87 @@
+"""`unblur deblur`: deblur image files and folders with a trained model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from unblur.cli import UsageError, _err
+
+
+def add_parser(sub) -> None:
+    d = sub.add_parser(
+        "deblur",
+        help="deblur images or folders of images",
+        description="Deblur images; writes OUTDIR/<name>.png, same size and bit depth as the input.",
+    )
+    d.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders (folders: their images, not recursive)")
+    d.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the results")
+    d.add_argument(
+        "--model",
+        default=None,
+        help="registered model name (see `unblur models`) or a .safetensors file; default: the default model",
+    )
+    d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: cuda if available)")
+    d.add_argument(
+        "--tile",
+        type=int,
+        default=512,
+        metavar="N",
+        help="process images larger than N x N in overlapping tiles (0: whole image); default 512",
+    )
+    d.add_argument(
+        "--max-megapixels", type=float, default=100.0, metavar="MP", help="refuse images larger than this (default 100)"
+    )
+    d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    d.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    d.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from unblur.io import ImageError, list_images, read_image, write_image
+    from unblur.restore import Restorer
+
+    paths = list_images(args.inputs)
+    if not paths:
+        raise UsageError(f"no images found in {' '.join(args.inputs)}")
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"output {outdir} exists and is not a folder")
+    try:
+        restorer = Restorer(args.model, device=args.device, tile=args.tile)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        raise UsageError(str(err)) from None
+    outdir.mkdir(parents=True, exist_ok=True)
+    failed: list[tuple[Path, str]] = []
+    claimed: dict[str, Path] = {}
+    bar = tqdm(paths, desc="deblur", unit="img", disable=len(paths) < 2 or args.quiet)
+    for path in bar:
+        target = outdir / f"{path.stem}.png"
+        if target.name in claimed:
+            failed.append((path, f"same output name as {claimed[target.name]} ({target})"))
+            continue
+        claimed[target.name] = path
+        if target.exists() and not args.overwrite:
+            failed.append((path, f"{target} exists (use --overwrite to replace it)"))
+            continue
+        try:
+            rgb, info = read_image(path, max_pixels=int(args.max_megapixels * 1e6))
+            write_image(target, restorer.restore(rgb), info, overwrite=args.overwrite)
+        except ImageError as err:
+            failed.append((path, str(err)))
+        except (RuntimeError, MemoryError) as err:  # e.g. out of memory on a huge tile: go on with the rest
+            failed.append((path, f"{path}: {type(err).__name__}: {str(err).splitlines()[0]}"))
+        else:
+            if not args.quiet and len(paths) < 2:
+                print(f"{path} -> {target}")
+    for path, reason in failed:
+        tqdm.write(f"unblur: failed: {reason}", file=sys.stderr)
+    done = len(paths) - len(failed)
+    if not args.quiet and len(paths) > 1:
+        print(f"{done} of {len(paths)} images written to {outdir}")
+    if failed:
+        _err(f"{len(failed)} of {len(paths)} failed: {', '.join(str(p) for p, _ in failed)}")
+        return 1
+    return 0

@@ -1,0 +1,51 @@
+"""`unblur train`: train a model from a YAML config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unblur.cli import UsageError
+
+
+def add_parser(sub) -> None:
+    t = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train a model. Settings: defaults <- CONFIG <- --set overrides.",
+    )
+    t.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in defaults)")
+    t.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)"
+    )
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="auto|PATH",
+        help="continue from the newest checkpoint of --out (auto) or from a checkpoint folder",
+    )
+    t.add_argument("--out", default=None, metavar="RUN_DIR", help="run folder (default: runs/<config name>)")
+    t.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="stop after STEP (with a checkpoint); continue later with --resume auto",
+    )
+    t.add_argument("-q", "--quiet", action="store_true")
+    t.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from unblur.train.config import load_config
+    from unblur.train.loop import train
+
+    try:
+        cfg = load_config(args.config, args.set or [])
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
+        raise UsageError(f"config: {err}") from None
+    out = Path(args.out) if args.out else Path("runs") / (Path(args.config).stem if args.config else "default")
+    summary = train(cfg, out, resume=args.resume, quiet=args.quiet, stop_at=args.stop_at)
+    print(
+        f"trained steps {summary['start']}..{summary['steps']} in {summary['seconds']:.0f} s; best val PSNR {summary['best_val_psnr']:.2f} dB; run in {out}"
+    )
+    return 0
