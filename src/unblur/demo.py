@@ -41,14 +41,14 @@ def comparison(rows: list[list[tuple[np.ndarray, str]]], height: int = 300, gap:
 
 
 def run_demo(out: Path, model=None, device: str = "auto", overwrite: bool = False) -> int:
+    from unblur.cli import UsageError
     from unblur.restore import Restorer
 
     names = sample_names()
     targets = [out / f"{n}.png" for n in names] + [out / "comparison.png"]
     clash = [str(t) for t in targets if t.exists()]
     if clash and not overwrite:
-        print(f"unblur: error: {clash[0]} exists (use --overwrite to replace the demo outputs)")
-        return 2
+        raise UsageError(f"{clash[0]} exists (use --overwrite to replace the demo outputs)")
     restorer = Restorer(model, device=device)
     rows, gains = [], []
     for name in names:
@@ -56,8 +56,7 @@ def run_demo(out: Path, model=None, device: str = "auto", overwrite: bool = Fals
             blurred, info = read_image(SAMPLES / f"{name}-blurred.png")
             sharp, _ = read_image(SAMPLES / f"{name}-sharp.png")
         except ImageError as err:
-            print(f"unblur: error: bundled sample damaged: {err}")
-            return 1
+            raise UsageError(f"bundled sample damaged: {err}") from None
         t0 = time.time()
         restored = restorer.restore(blurred)
         seconds = time.time() - t0

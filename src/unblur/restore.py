@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from unblur.tiling import run_tiled
 
@@ -28,7 +29,10 @@ class Restorer:
 
     @torch.no_grad()
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.device)).clamp(0, 1)
+        h, w = x.shape[-2:]
+        if min(h, w) < 16:  # reflection padding inside the network needs a few pixels: extend tiny images first
+            x = F.pad(x, (0, max(0, 16 - w), 0, max(0, 16 - h)), mode="replicate")
+        return self.model(x.to(self.device)).clamp(0, 1)[..., :h, :w]
 
     @torch.no_grad()
     def restore(self, rgb: np.ndarray) -> np.ndarray:
