@@ -20,15 +20,17 @@ def test_tiling_is_exact_for_local_operators():
 
 
 def test_tiling_with_the_default_model_is_close_to_whole_image():
+    """The network's channel attention pools over the whole input, so tiles cannot match the
+    whole image exactly; the difference must stay small everywhere, seams included."""
+    from unblur.demo import SAMPLES
+    from unblur.io import read_image
     from unblur.restore import Restorer
 
-    rng = np.random.default_rng(0)
-    from conftest import textured
-
-    img = textured(200, 260, seed=3).astype(np.float32) / 255 + rng.normal(0, 0.01, (200, 260, 3)).astype(np.float32)
-    img = np.clip(img, 0, 1)
+    img = read_image(SAMPLES / "coffee-blurred.png")[0][:240, :320]
     whole = Restorer(tile=0, device="cpu").restore(img)
-    tiled = Restorer(tile=128, device="cpu").restore(img)
-    diff = np.abs(whole - tiled)
+    tiled = Restorer(tile=192, overlap=48, device="cpu").restore(img)
     assert tiled.shape == img.shape
-    assert diff.mean() < 2e-3 and np.percentile(diff, 99) < 2e-2, (diff.mean(), np.percentile(diff, 99))
+    # image borders are padded differently by the two paths (bottom/right reflection to a
+    # multiple of 16), so compare away from them; tile seams lie well inside this region
+    diff = np.abs(whole - tiled)[16:-16, 16:-16]
+    assert diff.mean() < 0.006 and np.percentile(diff, 99) < 0.05, (diff.mean(), np.percentile(diff, 99))

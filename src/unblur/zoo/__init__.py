@@ -34,7 +34,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="nafnet-small",
             file="nafnet-small.safetensors",
-            summary="NAFNet, width 16, 2.5 M parameters; regression, fast on CPU",
+            summary="NAFNet, width 32, 7.9 M parameters (fp16 file); regression",
             trained_on="synthetic camera-shake blur (uniform-kernel preset) on 217 sharp photos",
         ),
     ]
