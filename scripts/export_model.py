@@ -1,7 +1,8 @@
 """Re-save a trained model file (e.g. a run's best.safetensors) for shipping, optionally as fp16.
 
-    python scripts/export_model.py runs/nafnet-small/best.safetensors src/unblur/zoo/weights/nafnet-small.safetensors --half
+python scripts/export_model.py runs/nafnet-small/best.safetensors src/unblur/zoo/weights/nafnet-small.safetensors --half
 """
+
 import argparse
 
 from unblur.train.checkpoint import load_model_file, save_model_file

@@ -33,3 +33,137 @@ def sharp_folder(tmp_path_factory) -> Path:
     for i in range(4):
         Image.fromarray(textured(96, 112, seed=i)).save(folder / f"img{i}.jpg", quality=95)
     return folder
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png(w: int = 50_000, h: int = 50_000) -> bytes:
+    """A valid PNG header announcing w x h pixels, with almost no data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _exif_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90° clockwise: 40x24 stored -> 24x40 shown
+    return _encode(Image.fromarray(textured(24, 40)), "JPEG", exif=exif, quality=95)
+
+
+def _png16() -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", textured(24, 32).astype(np.uint16) * 257)[1].tobytes()
+
+
+def _animated() -> bytes:
+    frames = [Image.fromarray(textured(20, 30, seed=s)) for s in range(3)]
+    import io
+
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+#: Inputs real users send. name -> (file name, bytes maker, expected): expected is either
+#: ("ok", (width, height), PNG mode of the result) or ("error", text in the one-line message).
+BAD_INPUTS = {
+    "zero-byte": ("empty.png", lambda: b"", ("error", "empty file")),
+    "truncated": ("cut.png", lambda: _png_bytes(textured(64, 64))[:-80], ("error", "cannot decode")),
+    "not-an-image": ("notes.png", lambda: b"these are my holiday notes, not a picture", ("error", "not an image")),
+    "16-bit": ("deep.png", _png16, ("ok", (32, 24), "RGB16")),
+    "greyscale": ("grey.png", lambda: _png_bytes(textured(24, 32)[..., 0]), ("ok", (32, 24), "L")),
+    "rgba": ("alpha.png", lambda: _encode(Image.fromarray(textured(24, 32)).convert("RGBA"), "PNG"), ("ok", (32, 24), "RGBA")),
+    "cmyk-jpeg": (
+        "print.jpg",
+        lambda: _encode(Image.fromarray(textured(24, 32)).convert("CMYK"), "JPEG"),
+        ("ok", (32, 24), "RGB"),
+    ),
+    "exif-rotated": ("rotated.jpg", _exif_rotated, ("ok", (24, 40), "RGB")),
+    "bomb": ("bomb.png", bomb_png, ("error", "megapixels")),
+    "1x1": ("dot.png", lambda: _png_bytes(np.full((1, 1, 3), 128, np.uint8)), ("ok", (1, 1), "RGB")),
+    "animated-gif": ("anim.gif", _animated, ("ok", (30, 20), "RGB")),
+    "unicode-name": ("my phötö 日本.png", lambda: _png_bytes(textured(20, 24)), ("ok", (24, 20), "RGB")),
+}
+
+
+def result_mode(data: bytes) -> str:
+    """PNG mode as Pillow sees it, with 16-bit colour (which Pillow reduces) named RGB16."""
+    import io
+
+    import cv2
+
+    img = Image.open(io.BytesIO(data))
+    if img.mode == "RGB" and cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).dtype == np.uint16:
+        return "RGB16"
+    return img.mode
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+from contextlib import contextmanager  # noqa: E402
+
+
+@contextmanager
+def run_server(**limits):
+    """A real uvicorn server with the default model on a free loopback port, in a thread."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from unblur.serve.app import Limits, create_app
+
+    settings = {"max_upload_mb": 2.0, "max_megapixels": 4.0, "workers": 1, "queue": 4, "timeout_s": 120.0, **limits}
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(["nafnet-small"], Limits(**settings), device="cpu"), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(url + "/api/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with run_server() as url:
+        yield url

@@ -1,12 +1,12 @@
 """The `unblur` command end to end, in a real subprocess, on real files."""
+
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import textured
+from PIL import Image
 
 
 def unblur(*args, cwd=None):

@@ -8,6 +8,7 @@ read becomes an :class:`ImageError` with a one-line message naming the file.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -71,15 +72,15 @@ def _is_16bit_colour(img: Image.Image) -> bool:
     return False
 
 
-def _read_16bit_colour(path: Path, orientation: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_16bit_colour(data: bytes, label: str, orientation: int) -> tuple[np.ndarray, np.ndarray | None]:
     import cv2  # only needed for 16-bit colour files
 
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None or data.dtype != np.uint16 or data.ndim != 3:
-        raise ImageError(f"{path}: cannot decode 16-bit colour data")
-    data = data.astype(np.float32) / 65535.0
-    rgb = data[..., 2::-1] if data.shape[2] >= 3 else np.repeat(data[..., :1], 3, axis=2)
-    alpha = data[..., 3] if data.shape[2] == 4 else None
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3:
+        raise ImageError(f"{label}: cannot decode 16-bit colour data")
+    pixels = pixels.astype(np.float32) / 65535.0
+    rgb = pixels[..., 2::-1] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    alpha = pixels[..., 3] if pixels.shape[2] == 4 else None
     rgb = _orient(rgb, orientation)
     alpha = _orient(alpha, orientation) if alpha is not None else None
     return rgb, alpha
@@ -95,23 +96,28 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[n
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
+    return decode_image(path.read_bytes(), str(path), max_pixels)
+
+
+def decode_image(data: bytes, label: str = "image", max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`read_image` for encoded bytes (an upload); ``label`` names the image in errors."""
+    if len(data) == 0:
+        raise ImageError(f"{label}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
-                    f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, above the limit of {max_pixels / 1e6:.0f} megapixels"
+                    f"{label}: {w}x{h} is {w * h / 1e6:.0f} megapixels, above the limit of {max_pixels / 1e6:.0f} megapixels"
                 )
             if w < 1 or h < 1:
-                raise ImageError(f"{path}: image has no pixels ({w}x{h})")
+                raise ImageError(f"{label}: image has no pixels ({w}x{h})")
             deep = _is_16bit_colour(img)  # before getexif(), which consumes the tile list
             orientation = _exif_orientation(img)
             if deep:
-                rgb, alpha = _read_16bit_colour(path, orientation)
+                rgb, alpha = _read_16bit_colour(data, label, orientation)
                 return rgb, ImageInfo(bits=16, grey=False, alpha=alpha)
             img.load()  # decode now so truncation is reported here
             img = ImageOps.exif_transpose(img)
@@ -119,16 +125,16 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[n
         raise
     except Image.DecompressionBombError:
         raise ImageError(
-            f"{path}: too many pixels, above the limit of {max_pixels / 1e6:.0f} megapixels (decompression-bomb guard)"
+            f"{label}: too many pixels, above the limit of {max_pixels / 1e6:.0f} megapixels (decompression-bomb guard)"
         ) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file Pillow can read") from None
+        raise ImageError(f"{label}: not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated data, broken chunks
-        raise ImageError(f"{path}: cannot decode image ({err})") from None
-    return _to_float_rgb(img, path)
+        raise ImageError(f"{label}: cannot decode image ({err})") from None
+    return _to_float_rgb(img)
 
 
-def _to_float_rgb(img: Image.Image, path: Path) -> tuple[np.ndarray, ImageInfo]:
+def _to_float_rgb(img: Image.Image) -> tuple[np.ndarray, ImageInfo]:
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)  # animated GIF/WebP/APNG: the first frame is the photo we restore
     mode = img.mode
@@ -156,32 +162,43 @@ def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray, info: ImageInfo | None = None, overwrite: bool = False) -> Path:
-    """Write float RGB in [0, 1], shape (H, W, 3), as PNG, atomically.
+def encode_png(rgb: np.ndarray, info: ImageInfo | None = None) -> bytes:
+    """Encode float RGB in [0, 1], shape (H, W, 3), as PNG bytes.
 
     ``info`` (from :func:`read_image`) restores bit depth, greyscale and alpha.
-    The file appears complete or not at all; an existing file is kept unless ``overwrite``.
     """
-    path = Path(path)
     info = info or ImageInfo(bits=8, grey=False, alpha=None)
-    if path.exists() and not overwrite:
-        raise ImageError(f"{path}: exists (use --overwrite to replace it)")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ImageError(f"{path}: expected an (H, W, 3) array, got shape {rgb.shape}")
+        raise ImageError(f"expected an (H, W, 3) array, got shape {rgb.shape}")
     planes = [rgb.mean(axis=2, keepdims=True)] if info.grey else [rgb]
     if info.alpha is not None:
         planes.append(info.alpha[..., None])
     data = _quantise(np.concatenate(planes, axis=2), info.bits)
-    with atomic_write(path, suffix=".png") as tmp:
-        if info.bits == 16:
-            import cv2
+    if info.bits == 16:
+        import cv2
 
-            channels = data.shape[2]
-            bgr = data[..., 0] if channels == 1 else data[..., [2, 1, 0] + ([3] if channels == 4 else [])]
-            if not cv2.imwrite(tmp, bgr):
-                raise ImageError(f"{path}: could not encode 16-bit PNG")
-        else:
-            Image.fromarray(data[..., 0] if data.shape[2] == 1 else data).save(tmp, format="PNG")
+        channels = data.shape[2]
+        bgr = data[..., 0] if channels == 1 else data[..., [2, 1, 0] + ([3] if channels == 4 else [])]
+        ok, buf = cv2.imencode(".png", bgr)
+        if not ok:
+            raise ImageError("could not encode 16-bit PNG")
+        return buf.tobytes()
+    out = io.BytesIO()
+    Image.fromarray(data[..., 0] if data.shape[2] == 1 else data).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, info: ImageInfo | None = None, overwrite: bool = False) -> Path:
+    """Write float RGB in [0, 1], shape (H, W, 3), as PNG (see :func:`encode_png`), atomically.
+
+    The file appears complete or not at all; an existing file is kept unless ``overwrite``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ImageError(f"{path}: exists (use --overwrite to replace it)")
+    data = encode_png(rgb, info)
+    with atomic_write(path, suffix=".png") as tmp:
+        Path(tmp).write_bytes(data)
     return path
 
 

@@ -1,0 +1,1 @@
+"""The web page: `unblur serve` (needs the `serve` extra: starlette, uvicorn)."""

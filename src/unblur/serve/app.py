@@ -1,0 +1,169 @@
+"""A small ASGI app: one static page plus a JSON/PNG API, with bounded work.
+
+Why Starlette: the page needs three routes and a static folder; Starlette gives
+them with no template engine and no front-end build, and uvicorn serves it.
+
+API
+- ``GET /api/models`` -> ``{"models": [...], "default": name, "limits": {...}}``
+- ``POST /api/deblur?model=NAME&name=FILE`` with the raw image bytes as the body
+  -> 200 ``image/png`` (same width/height, 16-bit in -> 16-bit out), or a JSON
+  ``{"error": "one line"}`` with 400 (bad image / bad model), 413 (too large),
+  503 + ``Retry-After`` (busy), 504 (timed out).
+- ``GET /api/health`` -> ``{"ok": true, "busy": n, "waiting": m}``
+
+Nothing the client sends is ever used as a path: uploads are decoded in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Limits:
+    max_upload_mb: float = 30.0  # encoded bytes of one upload
+    max_megapixels: float = 40.0  # decoded size of one image
+    workers: int = 1  # images processed at the same time (each holds a copy of the image in memory)
+    queue: int = 8  # requests allowed to wait for a worker; beyond that: 503 busy
+    timeout_s: float = 300.0  # per request, waiting included
+
+
+class Models:
+    """Loads each allowed model once, on first use, and shares it between requests."""
+
+    def __init__(self, names: list[str], device: str = "auto", tile: int = 512):
+        self.names, self.device, self.tile = names, device, tile
+        self._loaded: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str):
+        from unblur.restore import Restorer
+
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = Restorer(name, device=self.device, tile=self.tile)
+            return self._loaded[name]
+
+
+def _error(status: int, message: str, **headers) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _download_name(name: str) -> str:
+    """``photo.jpg`` -> ``photo-unblurred.png``, for the Content-Disposition header only."""
+    stem = Path(name.replace("\\", "/")).name.rsplit(".", 1)[0] or "image"
+    return f"{unicodedata.normalize('NFC', stem)[:120]}-unblurred.png"
+
+
+def create_app(models: list[str], limits: Limits | None = None, device: str = "auto", tile: int = 512) -> Starlette:
+    from unblur.io import ImageError, decode_image, encode_png
+
+    limits = limits or Limits()
+    pool = Models(models, device, tile)
+    workers = asyncio.Semaphore(limits.workers)
+    state = {"busy": 0, "waiting": 0}
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def list_models(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "models": models,
+                "default": models[0],
+                "limits": {"max_upload_mb": limits.max_upload_mb, "max_megapixels": limits.max_megapixels},
+            }
+        )
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, **state})
+
+    async def read_body(request: Request) -> bytes | None:
+        """The upload, or None once it grows past the limit (we stop reading there)."""
+        cap = int(limits.max_upload_mb * 2**20)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > cap:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def work(name: str, data: bytes, model: str) -> tuple[bytes, tuple[int, int]]:
+        rgb, info = decode_image(data, name, int(limits.max_megapixels * 1e6))
+        result = pool.get(model).restore(rgb)
+        return encode_png(result, info), (rgb.shape[1], rgb.shape[0])
+
+    async def deblur(request: Request) -> Response:
+        model = request.query_params.get("model") or models[0]
+        name = request.query_params.get("name") or "upload"
+        label = name.replace("\n", " ")[:200]
+        if model not in models:
+            return _error(400, f"unknown model '{model[:60]}' (available: {', '.join(models)})")
+        data = await read_body(request)
+        if data is None:
+            return _error(413, f"{label}: upload larger than {limits.max_upload_mb:g} MB")
+        if state["waiting"] >= limits.queue:  # no await between this check and the increment below
+            return _error(503, "busy: too many images in the queue, retry in a moment", **{"Retry-After": "5"})
+        state["waiting"] += 1
+        start = time.monotonic()
+        try:
+            try:
+                await asyncio.wait_for(workers.acquire(), timeout=limits.timeout_s)
+            except asyncio.TimeoutError:
+                return _error(503, "busy: waited too long for a free worker, retry later", **{"Retry-After": "30"})
+        finally:
+            state["waiting"] -= 1
+        state["busy"] += 1
+        try:
+            left = max(1.0, limits.timeout_s - (time.monotonic() - start))
+            # The thread cannot be cancelled: on timeout the worker slot stays taken until it ends.
+            png, (w, h) = await asyncio.wait_for(asyncio.to_thread(work, label, data, model), timeout=left)
+        except ImageError as err:
+            return _error(400, str(err))
+        except asyncio.TimeoutError:
+            return _error(504, f"{label}: took longer than {limits.timeout_s:g} s")
+        except (RuntimeError, MemoryError) as err:
+            return _error(500, f"{label}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        finally:
+            state["busy"] -= 1
+            workers.release()
+        download = _download_name(name)
+        plain = unicodedata.normalize("NFKD", download).encode("ascii", "ignore").decode().replace('"', "")
+        return Response(
+            png,
+            media_type="image/png",
+            headers={
+                "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(download)}",
+                "X-Image-Size": f"{w}x{h}",
+                "X-Seconds": f"{time.monotonic() - start:.2f}",
+                "Cache-Control": "no-store",
+            },
+        )
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/models", list_models),
+            Route("/api/health", health),
+            Route("/api/deblur", deblur, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+    )

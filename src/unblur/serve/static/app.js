@@ -1,0 +1,87 @@
+// The unblur page: pick a photo, send its bytes to /api/deblur, show before/after.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let photo = null;
+let urls = [];
+
+function status(text, isError) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+function choose(file) {
+  if (!file) return;
+  photo = file;
+  $("chosen").textContent = `${file.name} (${(file.size / 1048576).toFixed(1)} MB)`;
+  $("go").disabled = false;
+  status("");
+}
+
+async function loadModels() {
+  const res = await fetch("/api/models");
+  const info = await res.json();
+  for (const name of info.models) {
+    const opt = document.createElement("option");
+    opt.value = opt.textContent = name;
+    if (name === info.default) opt.selected = true;
+    $("model").appendChild(opt);
+  }
+}
+
+function setSlider(value) {
+  $("afterclip").style.clipPath = `inset(0 ${100 - value}% 0 0)`;
+  $("handle").style.left = `${value}%`;
+}
+
+function deblur() {
+  if (!photo) return;
+  $("go").disabled = true;
+  const bar = $("progress");
+  bar.hidden = false;
+  bar.value = 0;
+  const xhr = new XMLHttpRequest();
+  const query = new URLSearchParams({ model: $("model").value, name: photo.name });
+  xhr.open("POST", `/api/deblur?${query}`);
+  xhr.responseType = "blob";
+  const started = Date.now();
+  let ticker = null;
+  xhr.upload.onprogress = (e) => {
+    if (e.lengthComputable) { bar.value = (100 * e.loaded) / e.total; status(`Uploading ${bar.value.toFixed(0)}%`); }
+  };
+  xhr.upload.onload = () => {
+    bar.removeAttribute("value"); // indeterminate while the server works
+    ticker = setInterval(() => status(`Deblurring… ${((Date.now() - started) / 1000).toFixed(0)} s`), 500);
+  };
+  xhr.onloadend = async () => {
+    clearInterval(ticker);
+    bar.hidden = true;
+    $("go").disabled = false;
+    if (xhr.status !== 200) {
+      let message = `Failed (HTTP ${xhr.status || "no answer"})`;
+      try { message = JSON.parse(await xhr.response.text()).error || message; } catch (e) { /* keep the generic text */ }
+      status(message, true);
+      return;
+    }
+    urls.forEach(URL.revokeObjectURL);
+    urls = [URL.createObjectURL(photo), URL.createObjectURL(xhr.response)];
+    $("before").src = urls[0];
+    $("after").src = urls[1];
+    const link = $("download");
+    link.href = urls[1];
+    link.download = photo.name.replace(/\.[^.]*$/, "") + "-unblurred.png";
+    $("size").textContent = xhr.getResponseHeader("X-Image-Size") || "";
+    $("result").hidden = false;
+    setSlider($("slider").value);
+    status(`Done in ${xhr.getResponseHeader("X-Seconds")} s`);
+  };
+  xhr.send(photo);
+}
+
+$("file").addEventListener("change", (e) => choose(e.target.files[0]));
+$("go").addEventListener("click", deblur);
+$("slider").addEventListener("input", (e) => setSlider(e.target.value));
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files[0]); });
+loadModels().catch(() => status("Cannot reach the server.", true));
