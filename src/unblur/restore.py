@@ -34,11 +34,25 @@ class Restorer:
             x = F.pad(x, (0, max(0, 16 - w), 0, max(0, 16 - h)), mode="replicate")
         return self.model(x.to(self.device)).clamp(0, 1)[..., :h, :w]
 
+    needs_kernel = False
+
     @torch.no_grad()
-    def restore(self, rgb: np.ndarray) -> np.ndarray:
+    def restore(self, rgb: np.ndarray, kernel: np.ndarray | None = None) -> np.ndarray:
+        """``kernel`` is accepted for a common interface with the classical methods and ignored (the network is blind)."""
         x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
         if self.tile and max(x.shape[-2:]) > self.tile:
             y = run_tiled(self._run, x, self.tile, self.overlap)
         else:
             y = self._run(x)
         return y[0].float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def make_restorer(name: str | Path | None = None, device: str = "auto", tile: int = 512):
+    """A registered network, a model file, or a classical method (``identity``, ``wiener-oracle``, ``rl-oracle``),
+    all with ``restore(rgb, kernel=None)`` and a ``needs_kernel`` flag."""
+    from unblur.baselines import ClassicalRestorer
+    from unblur.zoo import CLASSICAL
+
+    if name is not None and str(name) in CLASSICAL:
+        return ClassicalRestorer(str(name))
+    return Restorer(name, device=device, tile=tile)

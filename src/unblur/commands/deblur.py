@@ -41,7 +41,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from unblur.io import ImageError, list_images, read_image, write_image
-    from unblur.restore import Restorer
+    from unblur.restore import make_restorer
 
     paths = list_images(args.inputs)
     if not paths:
@@ -50,9 +50,11 @@ def run(args) -> int:
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"output {outdir} exists and is not a folder")
     try:
-        restorer = Restorer(args.model, device=args.device, tile=args.tile)
+        restorer = make_restorer(args.model, device=args.device, tile=args.tile)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
+    if restorer.needs_kernel:
+        raise UsageError(f"{args.model} is non-blind (it needs the true kernel): use it in `unblur bench` on a set with kernels")
     outdir.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[Path, str]] = []
     claimed: dict[str, Path] = {}

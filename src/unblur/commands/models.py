@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from safetensors import safe_open
 
-    from unblur.zoo import DEFAULT, MODELS
+    from unblur.zoo import CLASSICAL, DEFAULT, MODELS
 
     rows = [("model", "params", "file", "what; trained on")]
     for name, entry in MODELS.items():
@@ -21,6 +21,8 @@ def run(args) -> int:
                 n = sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
             params, size = f"{n / 1e6:.2f} M", f"{entry.path.stat().st_size / 2**20:.1f} MiB"
         rows.append((name + (" (default)" if name == DEFAULT else ""), params, size, f"{entry.summary}; {entry.trained_on}"))
+    for name, what in CLASSICAL.items():
+        rows.append((name, "-", "built in", what))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])

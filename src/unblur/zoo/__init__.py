@@ -41,6 +41,13 @@ MODELS: dict[str, ModelEntry] = {
 }
 DEFAULT = "nafnet-small"
 
+#: Classical methods with the same restorer interface (``unblur.baselines``): table rows, not photo tools.
+CLASSICAL: dict[str, str] = {
+    "identity": "the blurred input itself (the table's floor)",
+    "wiener-oracle": "Wiener deconvolution with the TRUE kernel, Laplacian regulariser 1e-2, linear light; needs a kernel",
+    "rl-oracle": "Richardson-Lucy, 30 iterations, with the TRUE kernel, linear light; needs a kernel",
+}
+
 
 def resolve(name_or_path: str | Path | None) -> Path:
     """A registered name (or None for the default) or a path to a model file -> the file's path."""

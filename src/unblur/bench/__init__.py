@@ -1,0 +1,1 @@
+"""Benchmarks: run models over paired sets (resumably) and write reports with tables and pictures."""

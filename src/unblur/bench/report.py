@@ -1,0 +1,164 @@
+"""The benchmark report: a Markdown table, side-by-side crops and two plots (drawn with Pillow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from unblur.atomic import atomic_write
+from unblur.bench.runner import SSIM_VARIANT
+from unblur.demo import comparison
+from unblur.io import read_image, write_image
+
+COLOURS = [(120, 120, 120), (220, 120, 40), (60, 140, 220), (40, 170, 90), (170, 60, 170), (200, 60, 60)]
+
+
+def _crop(rgb: np.ndarray, size: int = 256) -> np.ndarray:
+    """The central size x size window (the whole image if smaller)."""
+    h, w = rgb.shape[:2]
+    return rgb[max(0, (h - size) // 2) : max(0, (h - size) // 2) + size, max(0, (w - size) // 2) : max(0, (w - size) // 2) + size]
+
+
+def crops(out: Path, pairs, models: list[str], rows: dict, which: str, index: int) -> str:
+    """Blurred | each model | sharp, centre crops of one image; returns the file name written."""
+    pair = pairs[index]
+    tiles = []
+    for model in models:
+        img = read_image(out / "cache" / model / f"{pair.name}.png")[0]
+        label = "blurred" if model == "identity" else model
+        tiles.append((_crop(img), f"{label} {rows[model][index]['psnr']:.2f} dB"))
+    tiles.append((_crop(read_image(pair.sharp)[0]), "sharp"))
+    name = f"crops-{which}.png"
+    write_image(out / name, comparison([tiles], height=256), overwrite=True)
+    return name
+
+
+def _axes(draw: ImageDraw.ImageDraw, box, xlabel: str, ylabel: str, yticks, ymap) -> None:
+    x0, y0, x1, y1 = box
+    draw.line([(x0, y0), (x0, y1), (x1, y1)], fill=(0, 0, 0))
+    for v in yticks:
+        y = ymap(v)
+        draw.line([(x0 - 4, y), (x0, y)], fill=(0, 0, 0))
+        draw.text((x0 - 38, y - 6), f"{v:g}", fill=(0, 0, 0))
+    draw.text(((x0 + x1) // 2 - 3 * len(xlabel), y1 + 22), xlabel, fill=(0, 0, 0))
+    draw.text((4, y0 - 16), ylabel, fill=(0, 0, 0))
+
+
+def plot_gains(path: Path, models: list[str], rows: dict) -> None:
+    """PSNR gain over the blurred input per image (images sorted by the last model's gain), one colour per model."""
+    shown = [m for m in models if m != "identity"]
+    base = [r["psnr"] for r in rows["identity"]]
+    gains = {m: np.array([r["psnr"] for r in rows[m]]) - base for m in shown}
+    order = np.argsort(gains[shown[-1]])
+    lo, hi = min(-1.0, min(g.min() for g in gains.values())), max(1.0, max(g.max() for g in gains.values()))
+    img = Image.new("RGB", (900, 420), "white")
+    d = ImageDraw.Draw(img)
+    box = (60, 30, 880, 370)
+
+    def ymap(v):
+        return box[3] - (v - lo) / (hi - lo) * (box[3] - box[1])
+
+    _axes(d, box, "images, sorted by gain of " + shown[-1], "PSNR gain (dB)", np.arange(np.floor(lo), np.ceil(hi) + 1, 1), ymap)
+    d.line([(box[0], ymap(0)), (box[2], ymap(0))], fill=(180, 180, 180))
+    step = (box[2] - box[0]) / len(order)
+    for k, m in enumerate(shown):
+        colour = COLOURS[(k + 1) % len(COLOURS)]
+        for i, j in enumerate(order):
+            x, y = box[0] + (i + 0.5) * step, ymap(gains[m][j])
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        d.text((box[0] + 20 + 170 * k, box[1] + 4), f"o {m}", fill=colour)
+    with atomic_write(path, suffix=".png") as tmp:
+        img.save(tmp)
+
+
+def plot_speed_quality(path: Path, summary: dict) -> None:
+    """Mean PSNR against seconds per megapixel (log scale), one point per model."""
+    items = [(m, s) for m, s in summary.items() if m != "identity"]
+    xs = np.log10([max(s["seconds_per_megapixel"], 1e-3) for _, s in items])
+    ys = [s["psnr"] for _, s in items]
+    x_lo, x_hi = np.floor(xs.min()) - 0.2, np.ceil(xs.max()) + 0.2
+    y_lo, y_hi = np.floor(min(ys + [summary["identity"]["psnr"]])) - 0.5, np.ceil(max(ys)) + 0.5
+    img = Image.new("RGB", (700, 420), "white")
+    d = ImageDraw.Draw(img)
+    box = (60, 30, 680, 370)
+
+    def ymap(v):
+        return box[3] - (v - y_lo) / (y_hi - y_lo) * (box[3] - box[1])
+
+    def xmap(v):
+        return box[0] + (v - x_lo) / (x_hi - x_lo) * (box[2] - box[0])
+
+    _axes(d, box, "seconds per megapixel (log scale)", "mean PSNR (dB)", np.arange(y_lo, y_hi + 0.01, 1), ymap)
+    for e in range(int(np.ceil(x_lo)), int(np.floor(x_hi)) + 1):
+        d.text((xmap(e) - 12, box[3] + 6), f"{10.0**e:g}", fill=(0, 0, 0))
+    yb = ymap(summary["identity"]["psnr"])
+    d.line([(box[0], yb), (box[2], yb)], fill=(180, 180, 180))
+    d.text((box[0] + 6, yb - 14), "blurred input", fill=(120, 120, 120))
+    for k, ((m, _), x, y) in enumerate(zip(items, xs, ys)):
+        colour = COLOURS[(k + 1) % len(COLOURS)]
+        d.ellipse([xmap(x) - 5, ymap(y) - 5, xmap(x) + 5, ymap(y) + 5], fill=colour)
+        d.text((xmap(x) + 8, ymap(y) - 6), m, fill=colour)
+    with atomic_write(path, suffix=".png") as tmp:
+        img.save(tmp)
+
+
+def write_report(out: Path, data: Path, pairs, models: list[str], rows: dict, command: str) -> Path:
+    """Write ``report.md``, ``results.json``, the crops and the plots into ``out``."""
+    from unblur.bench.runner import summarise
+
+    base = rows["identity"]
+    summary = {m: summarise(rows[m], base) for m in models}
+    focus = [m for m in models if m != "identity"][-1]
+    gains = np.array([r["psnr"] for r in rows[focus]]) - [r["psnr"] for r in base]
+    most = crops(out, pairs, models, rows, "most-improved", int(np.argmax(gains)))
+    least = crops(out, pairs, models, rows, "least-improved", int(np.argmin(gains)))
+    plot_gains(out / "gain-per-image.png", models, rows)
+    plot_speed_quality(out / "speed-vs-quality.png", summary)
+    lines = [
+        f"# Benchmark: {data.name}",
+        "",
+        f"{len(pairs)} pairs from `{data.as_posix()}`. Made by `{command}`.",
+        "",
+        f"PSNR: RGB, 8-bit, no border crop (MATLAB `psnr`). SSIM: variant `{SSIM_VARIANT}` (11x11 Gaussian σ=1.5, valid "
+        "windows only, per channel, = scikit-image `structural_similarity(gaussian_weights=True, sigma=1.5, "
+        "use_sample_covariance=False)`). LPIPS: n/a (no local AlexNet-LPIPS weights in this version). NIQE: n/a (not "
+        "implemented in this version). Speed: wall-clock seconds per megapixel on this machine's CPU, whole image; peak "
+        "memory: the process's resident set while the model ran (includes the interpreter and everything loaded).",
+        "",
+        "| model | PSNR (dB) | SSIM | gain over blurred (dB) | images improved | s / MP | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        s = summary[m]
+        gain = "—" if m == "identity" else f"{s['gain']:+.2f}"
+        improved = "—" if m == "identity" else f"{s['improved']} / {s['images']}"
+        name = "identity (blurred input)" if m == "identity" else m
+        lines.append(
+            f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {gain} | {improved} | {s['seconds_per_megapixel']:.2f} | {s['peak_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        "Models whose name ends in `-oracle` are given each image's true kernel: they show what knowing the blur buys, "
+        "not what a blind method reaches.",
+        "",
+        "## Gain per image\n\n![gain per image](gain-per-image.png)\n\n## Speed and quality\n\n![speed vs quality](speed-vs-quality.png)",
+        "",
+        f"## Most improved by {focus}: `{pairs[int(np.argmax(gains))].name}` ({gains.max():+.2f} dB)\n\n![most improved]({most})",
+        "",
+        f"## Least improved by {focus}: `{pairs[int(np.argmin(gains))].name}` ({gains.min():+.2f} dB)\n\n![least improved]({least})",
+        "",
+        "## Per image (PSNR, dB)",
+        "",
+        "| image | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for i, pair in enumerate(pairs):
+        lines.append(f"| {pair.name} | " + " | ".join(f"{rows[m][i]['psnr']:.2f}" for m in models) + " |")
+    with atomic_write(out / "report.md") as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
+    with atomic_write(out / "results.json") as tmp:
+        Path(tmp).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    return out / "report.md"

@@ -1,0 +1,58 @@
+"""`unblur bench`: run models on a paired set and write a report (table, crops, plots)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from unblur.cli import UsageError
+
+
+def add_parser(sub) -> None:
+    b = sub.add_parser(
+        "bench",
+        help="benchmark models on a paired set and write a Markdown report",
+        description="Run each model (and the blurred input as 'identity') on DATA/blur vs DATA/sharp "
+        "(DATA/kernel/*.npy for the -oracle methods); resumable: finished images are not recomputed.",
+    )
+    b.add_argument("--data", required=True, metavar="DIR", help="folder with blur/, sharp/ and optionally kernel/")
+    b.add_argument(
+        "--models",
+        default="identity,nafnet-small",
+        help="comma-separated names (see `unblur models`); identity is always included",
+    )
+    b.add_argument("--out", default=None, metavar="REPORT_DIR", help="report folder (default: bench-<data name>)")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--tile", type=int, default=512)
+    b.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N pairs")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from unblur.bench.pairs import find_pairs
+    from unblur.bench.report import write_report
+    from unblur.bench.runner import run_model
+    from unblur.zoo import CLASSICAL, MODELS
+
+    models = ["identity"] + [m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "identity"]
+    unknown = [m for m in models if m not in MODELS and m not in CLASSICAL and not m.endswith(".safetensors")]
+    if unknown:
+        raise UsageError(f"unknown model(s): {', '.join(unknown)} (see `unblur models`)")
+    data = Path(args.data)
+    try:
+        pairs = find_pairs(data)[: args.limit]
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    out = Path(args.out) if args.out else Path(f"bench-{data.name}")
+    rows = {}
+    for m in models:
+        try:
+            rows[m] = run_model(m, pairs, out, device=args.device, tile=args.tile, quiet=args.quiet)
+        except (ValueError, FileNotFoundError) as err:
+            raise UsageError(str(err)) from None
+    command = "unblur bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "unblur bench"
+    report = write_report(out, data, pairs, models, rows, command)
+    print(report.read_text().split("\n## Gain")[0])
+    print(f"report: {report}")
+    return 0
