@@ -89,3 +89,38 @@ def test_clear_errors():
         psnr(a * 1.0, b / 255.0)  # floats on a 0..255 scale
     with pytest.raises(ValueError, match="unknown SSIM variant"):
         ssim(a, b, "fancy")
+
+
+def test_realblur_alignment_recovers_a_known_warp_and_scale():
+    import cv2
+
+    from unblur.demo import SAMPLES
+    from unblur.io import read_image
+    from unblur.metrics.realblur import align, realblur_psnr_ssim
+
+    gt = read_image(SAMPLES / "chelsea-sharp.png")[0]
+    h, w = gt.shape[:2]
+    warp = np.array([[1.0, 0.004, 1.6], [-0.003, 1.0, -1.1], [0, 0, 1]], np.float32)
+    moved = cv2.warpPerspective(gt, warp, (w, h), borderMode=cv2.BORDER_REFLECT) * 0.9
+    a = align(moved, gt)
+    assert np.allclose(a.warp[:2], warp[:2], atol=0.02)
+    assert a.scale == pytest.approx(1 / 0.9, rel=0.02)
+    aligned_psnr, aligned_ssim = realblur_psnr_ssim(moved, gt)
+    assert aligned_psnr > psnr(moved, gt) + 10 and aligned_ssim > ssim(moved, gt) + 0.1
+
+
+def test_eval_command(tmp_path, capsys):
+    from PIL import Image
+
+    from unblur.cli import main
+
+    a, b = pair(32, 40)
+    for d, img in (("pred", a), ("gt", b)):
+        (tmp_path / d).mkdir()
+        Image.fromarray(img).save(tmp_path / d / "x.png")
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"PSNR {psnr(a, b):.2f} dB" in out and "SSIM basicsr" in out
+    Image.fromarray(a).save(tmp_path / "pred" / "y.png")
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 2
+    assert "no ground truth" in capsys.readouterr().err

@@ -124,20 +124,23 @@ def write_report(out: Path, data: Path, pairs, models: list[str], rows: dict, co
         "",
         f"PSNR: RGB, 8-bit, no border crop (MATLAB `psnr`). SSIM: variant `{SSIM_VARIANT}` (11x11 Gaussian σ=1.5, valid "
         "windows only, per channel, = scikit-image `structural_similarity(gaussian_weights=True, sigma=1.5, "
-        "use_sample_covariance=False)`). LPIPS: n/a (no local AlexNet-LPIPS weights in this version). NIQE: n/a (not "
-        "implemented in this version). Speed: wall-clock seconds per megapixel on this machine's CPU, whole image; peak "
+        "use_sample_covariance=False)`). NIQE (lower is better): our offline re-implementation with a pristine model fitted "
+        "to scikit-image's photos (`scripts/fit_niqe.py`): it ranks like NIQE, its absolute values are not comparable with "
+        "the MATLAB code's. LPIPS: n/a (no local AlexNet-LPIPS weights). Speed: wall-clock seconds per megapixel on this machine's CPU, whole image; peak "
         "memory: the process's resident set while the model ran (includes the interpreter and everything loaded).",
         "",
-        "| model | PSNR (dB) | SSIM | gain over blurred (dB) | images improved | s / MP | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | PSNR (dB) | SSIM | NIQE | gain over blurred (dB) | images improved | s / MP | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         s = summary[m]
         gain = "—" if m == "identity" else f"{s['gain']:+.2f}"
         improved = "—" if m == "identity" else f"{s['improved']} / {s['images']}"
         name = "identity (blurred input)" if m == "identity" else m
+        niqe = "n/a" if s["niqe"] is None else f"{s['niqe']:.2f}"
+        speed = f"{s['seconds_per_megapixel']:.2f}"
         lines.append(
-            f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {gain} | {improved} | {s['seconds_per_megapixel']:.2f} | {s['peak_rss_mib']:.0f} |"
+            f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {niqe} | {gain} | {improved} | {speed} | {s['peak_rss_mib']:.0f} |"
         )
     lines += [
         "",

@@ -19,6 +19,7 @@ from unblur.atomic import atomic_write
 from unblur.bench.pairs import Pair
 from unblur.io import read_image, write_image
 from unblur.metrics import psnr, ssim
+from unblur.metrics.niqe import niqe
 
 SSIM_VARIANT = "basicsr"
 
@@ -47,7 +48,7 @@ class PeakMemory:
 
 
 def run_model(model: str, pairs: list[Pair], out: Path, device: str = "auto", tile: int = 512, quiet: bool = False) -> list[dict]:
-    """Rows ``{name, psnr, ssim, seconds, megapixels, peak_rss_mib}`` for every pair, computing only the missing ones."""
+    """Rows ``{name, psnr, ssim, niqe, seconds, megapixels, peak_rss_mib}`` for every pair, computing only the missing ones."""
     from unblur.restore import make_restorer
 
     cache = Path(out) / "cache" / model
@@ -74,6 +75,7 @@ def run_model(model: str, pairs: list[Pair], out: Path, device: str = "auto", ti
             "name": pair.name,
             "psnr": psnr(restored, sharp),
             "ssim": ssim(restored, sharp, SSIM_VARIANT),
+            "niqe": niqe(restored) if min(restored.shape[:2]) >= 96 else None,
             "seconds": seconds,
             "megapixels": blurred.shape[0] * blurred.shape[1] / 1e6,
             "peak_rss_mib": mem.peak / 2**20,
@@ -89,6 +91,7 @@ def summarise(rows: list[dict], base: list[dict] | None = None) -> dict:
     s = {
         "psnr": float(np.mean([r["psnr"] for r in rows])),
         "ssim": float(np.mean([r["ssim"] for r in rows])),
+        "niqe": float(np.mean(scores)) if (scores := [r["niqe"] for r in rows if r.get("niqe") is not None]) else None,
         "seconds_per_megapixel": sum(r["seconds"] for r in rows) / sum(r["megapixels"] for r in rows),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
         "images": len(rows),
