@@ -124,3 +124,46 @@ def test_eval_command(tmp_path, capsys):
     Image.fromarray(a).save(tmp_path / "pred" / "y.png")
     assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 2
     assert "no ground truth" in capsys.readouterr().err
+
+
+def test_niqe_prefers_sharp_photos_and_needs_no_network():
+    from unblur.demo import SAMPLES, sample_names
+    from unblur.io import read_image
+    from unblur.metrics.niqe import niqe
+
+    for name in sample_names():  # photos the pristine model was not fitted on
+        sharp, blurred = (read_image(SAMPLES / f"{name}-{kind}.png")[0] for kind in ("sharp", "blurred"))
+        assert niqe(sharp) < niqe(blurred), name
+    with pytest.raises(ValueError, match="at least 96x96"):
+        niqe(np.zeros((50, 200, 3), np.float32))
+
+
+def test_lpips_reports_unavailable_without_weights(monkeypatch, tmp_path):
+    from unblur.metrics.lpips import LPIPSUnavailable, load_lpips
+
+    monkeypatch.delenv("UNBLUR_LPIPS_WEIGHTS", raising=False)
+    with pytest.raises(LPIPSUnavailable, match="UNBLUR_LPIPS_WEIGHTS"):
+        load_lpips()
+    monkeypatch.setenv("UNBLUR_LPIPS_WEIGHTS", str(tmp_path / "alex.pth"))
+    with pytest.raises(LPIPSUnavailable, match="not found"):
+        load_lpips()
+
+
+def test_lpips_loads_local_files_in_the_published_layouts(monkeypatch, tmp_path):
+    """Files laid out as torchvision's AlexNet and the authors' alex.pth (random values here: no weights ship)."""
+    import torch
+
+    from unblur.metrics.lpips import CHANNELS, AlexFeatures, load_lpips, lpips
+
+    torch.manual_seed(0)
+    alex = {f"features.{k}": v for k, v in AlexFeatures().features.state_dict().items()}
+    alex["classifier.1.weight"] = torch.zeros(2, 2)  # the classifier is present in the real file and ignored
+    torch.save(alex, tmp_path / "alexnet.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(CHANNELS)}, tmp_path / "alex.pth")
+    monkeypatch.setenv("UNBLUR_ALEXNET_WEIGHTS", str(tmp_path / "alexnet.pth"))
+    monkeypatch.setenv("UNBLUR_LPIPS_WEIGHTS", str(tmp_path / "alex.pth"))
+    model = load_lpips()
+    a, b = (x / 255.0 for x in pair(64, 64))
+    assert lpips(model, a, a) == pytest.approx(0.0, abs=1e-7)
+    d = lpips(model, a, b)
+    assert d > 0 and d == pytest.approx(lpips(model, b, a), rel=1e-5)

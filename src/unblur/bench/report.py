@@ -107,8 +107,10 @@ def plot_speed_quality(path: Path, summary: dict) -> None:
 
 def write_report(out: Path, data: Path, pairs, models: list[str], rows: dict, command: str) -> Path:
     """Write ``report.md``, ``results.json``, the crops and the plots into ``out``."""
-    from unblur.bench.runner import summarise
+    from unblur.bench.runner import lpips_model, summarise
 
+    _, reason = lpips_model()
+    lpips_note = "computed from the local weight files" if reason is None else f"n/a ({reason})"
     base = rows["identity"]
     summary = {m: summarise(rows[m], base) for m in models}
     focus = [m for m in models if m != "identity"][-1]
@@ -126,11 +128,11 @@ def write_report(out: Path, data: Path, pairs, models: list[str], rows: dict, co
         "windows only, per channel, = scikit-image `structural_similarity(gaussian_weights=True, sigma=1.5, "
         "use_sample_covariance=False)`). NIQE (lower is better): our offline re-implementation with a pristine model fitted "
         "to scikit-image's photos (`scripts/fit_niqe.py`): it ranks like NIQE, its absolute values are not comparable with "
-        "the MATLAB code's. LPIPS: n/a (no local AlexNet-LPIPS weights). Speed: wall-clock seconds per megapixel on this machine's CPU, whole image; peak "
+        f"the MATLAB code's. LPIPS (AlexNet, lower is better): {lpips_note}. Speed: wall-clock seconds per megapixel on this machine's CPU, whole image; peak "
         "memory: the process's resident set while the model ran (includes the interpreter and everything loaded).",
         "",
-        "| model | PSNR (dB) | SSIM | NIQE | gain over blurred (dB) | images improved | s / MP | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | PSNR (dB) | SSIM | LPIPS | NIQE | gain over blurred (dB) | images improved | s / MP | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         s = summary[m]

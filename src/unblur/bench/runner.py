@@ -19,6 +19,7 @@ from unblur.atomic import atomic_write
 from unblur.bench.pairs import Pair
 from unblur.io import read_image, write_image
 from unblur.metrics import psnr, ssim
+from unblur.metrics.lpips import LPIPSUnavailable, load_lpips, lpips
 from unblur.metrics.niqe import niqe
 
 SSIM_VARIANT = "basicsr"
@@ -48,12 +49,13 @@ class PeakMemory:
 
 
 def run_model(model: str, pairs: list[Pair], out: Path, device: str = "auto", tile: int = 512, quiet: bool = False) -> list[dict]:
-    """Rows ``{name, psnr, ssim, niqe, seconds, megapixels, peak_rss_mib}`` for every pair, computing only the missing ones."""
+    """Rows ``{name, psnr, ssim, niqe, lpips, seconds, megapixels, peak_rss_mib}`` for every pair, computing only the missing ones."""
     from unblur.restore import make_restorer
 
     cache = Path(out) / "cache" / model
     cache.mkdir(parents=True, exist_ok=True)
     restorer, rows = None, []
+    perceptual, _ = lpips_model()
     for pair in tqdm(pairs, desc=model, unit="img", disable=quiet):
         done = cache / f"{pair.name}.json"
         if done.exists():
@@ -76,6 +78,7 @@ def run_model(model: str, pairs: list[Pair], out: Path, device: str = "auto", ti
             "psnr": psnr(restored, sharp),
             "ssim": ssim(restored, sharp, SSIM_VARIANT),
             "niqe": niqe(restored) if min(restored.shape[:2]) >= 96 else None,
+            "lpips": lpips(perceptual, restored, sharp) if perceptual is not None else None,
             "seconds": seconds,
             "megapixels": blurred.shape[0] * blurred.shape[1] / 1e6,
             "peak_rss_mib": mem.peak / 2**20,
@@ -86,12 +89,27 @@ def run_model(model: str, pairs: list[Pair], out: Path, device: str = "auto", ti
     return rows
 
 
+def _mean(values: list) -> float | None:
+    """Mean of the values that were computed; None if none was."""
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def lpips_model():
+    """``(model, None)`` when local LPIPS weights exist, else ``(None, reason)``."""
+    try:
+        return load_lpips(), None
+    except LPIPSUnavailable as err:
+        return None, str(err)
+
+
 def summarise(rows: list[dict], base: list[dict] | None = None) -> dict:
     """Means over a model's rows; with ``base`` (the identity rows) also the gain and how many images improved."""
     s = {
         "psnr": float(np.mean([r["psnr"] for r in rows])),
         "ssim": float(np.mean([r["ssim"] for r in rows])),
-        "niqe": float(np.mean(scores)) if (scores := [r["niqe"] for r in rows if r.get("niqe") is not None]) else None,
+        "niqe": _mean([r.get("niqe") for r in rows]),
+        "lpips": _mean([r.get("lpips") for r in rows]),
         "seconds_per_megapixel": sum(r["seconds"] for r in rows) / sum(r["megapixels"] for r in rows),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
         "images": len(rows),
