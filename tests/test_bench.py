@@ -70,3 +70,13 @@ def test_bench_errors(tmp_path, capsys):
     (tmp_path / "set" / "kernel" / "im0.npy").unlink()
     assert main(["bench", "--data", str(tmp_path / "set"), "--models", "rl-oracle", "--out", str(tmp_path / "r")]) == 2
     assert "needs the true kernel" in capsys.readouterr().err
+
+
+def test_blind_wiener_runs_without_a_kernel():
+    from unblur.restore import make_restorer
+
+    sharp = textured(128, 160, seed=4).astype(np.float32) / 255
+    r = make_restorer("wiener-blind")
+    assert not r.needs_kernel
+    out = r.restore(sharp)
+    assert out.shape == sharp.shape and out.dtype == np.float32

@@ -55,17 +55,31 @@ def richardson_lucy(blurred: np.ndarray, kernel: np.ndarray, iterations: int = 3
     return (np.clip(x.transpose(1, 2, 0)[p:-p, p:-p] - 1e-4, 0, 1) ** (1 / gamma)).astype(np.float32)
 
 
+def wiener_blind(blurred: np.ndarray, sigmas=(0.8, 1.5, 2.5, 4.0)) -> np.ndarray:
+    """A simple blind baseline: Wiener deconvolution assuming an isotropic Gaussian blur, its width
+    picked per image among ``sigmas`` as the one whose result NIQE finds most natural (lowest)."""
+    from unblur.blur.kernels import gaussian_kernel
+    from unblur.metrics.niqe import niqe
+
+    candidates = [wiener(blurred, gaussian_kernel(2 * int(np.ceil(3 * s)) + 1, s)) for s in sigmas]
+    if min(blurred.shape[:2]) < 96:  # too small for NIQE: take the mildest deconvolution
+        return candidates[0]
+    return min(candidates, key=niqe)
+
+
 class ClassicalRestorer:
     """A registered classical method with the restorer interface: ``restore(rgb, kernel=None)``."""
 
     def __init__(self, name: str):
         self.name = name
         self.meta = {"arch": name}
-        self.needs_kernel = name != "identity"
+        self.needs_kernel = name.endswith("-oracle")
 
     def restore(self, rgb: np.ndarray, kernel: np.ndarray | None = None) -> np.ndarray:
         if self.name == "identity":
             return rgb
+        if self.name == "wiener-blind":
+            return wiener_blind(rgb)
         if kernel is None:
             raise ValueError(f"{self.name} is non-blind: it needs the true kernel, which only a benchmark with kernels provides")
         if self.name == "wiener-oracle":

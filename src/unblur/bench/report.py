@@ -140,10 +140,10 @@ def write_report(out: Path, data: Path, pairs, models: list[str], rows: dict, co
         improved = "—" if m == "identity" else f"{s['improved']} / {s['images']}"
         name = "identity (blurred input)" if m == "identity" else m
         niqe = "n/a" if s["niqe"] is None else f"{s['niqe']:.2f}"
+        lp = "n/a" if s["lpips"] is None else f"{s['lpips']:.4f}"
         speed = f"{s['seconds_per_megapixel']:.2f}"
-        lines.append(
-            f"| {name} | {s['psnr']:.2f} | {s['ssim']:.4f} | {niqe} | {gain} | {improved} | {speed} | {s['peak_rss_mib']:.0f} |"
-        )
+        row = [name, f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", lp, niqe, gain, improved, speed, f"{s['peak_rss_mib']:.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         "Models whose name ends in `-oracle` are given each image's true kernel: they show what knowing the blur buys, "

@@ -12,6 +12,7 @@ only when both files are on disk:
 Otherwise :func:`load_lpips` raises :class:`LPIPSUnavailable` whose message says which
 file is missing, and reports print "n/a (reason)", never a number.
 """
+
 from __future__ import annotations
 
 import os

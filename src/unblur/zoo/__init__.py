@@ -46,6 +46,7 @@ CLASSICAL: dict[str, str] = {
     "identity": "the blurred input itself (the table's floor)",
     "wiener-oracle": "Wiener deconvolution with the TRUE kernel, Laplacian regulariser 1e-2, linear light; needs a kernel",
     "rl-oracle": "Richardson-Lucy, 30 iterations, with the TRUE kernel, linear light; needs a kernel",
+    "wiener-blind": "Wiener deconvolution assuming a Gaussian blur whose width NIQE picks per image (blind)",
 }
 
 
