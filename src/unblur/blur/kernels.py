@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from unblur.blur.trajectory import random_walk_trajectory
+
 
 def _splat(points: np.ndarray, size: int) -> np.ndarray:
     """Rasterise (N, 2) sub-pixel (x, y) points with bilinear weights onto a size x size grid.
@@ -24,28 +26,6 @@ def _splat(points: np.ndarray, size: int) -> np.ndarray:
 
 def _normalise(k: np.ndarray) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
-
-
-def random_walk_trajectory(rng: np.random.Generator, n: int = 64, shake: float = 0.4, jump_prob: float = 0.03) -> np.ndarray:
-    """A camera-shake path in the spirit of Boracchi & Foi (2012): (n, 2) points.
-
-    The velocity keeps momentum, is perturbed by Gaussian shake, pulled back
-    towards the start (a hand corrects itself) and now and then jumps (an abrupt
-    tremor). The path's scale is arbitrary; callers rescale it.
-    """
-    angle = rng.uniform(0, 2 * np.pi)
-    v = np.array([np.cos(angle), np.sin(angle)])
-    pos = np.zeros(2)
-    out = np.empty((n, 2))
-    for i in range(n):
-        out[i] = pos
-        dv = shake * rng.standard_normal(2) - 0.02 * pos / max(1.0, np.linalg.norm(pos) / 10)
-        if rng.random() < jump_prob:
-            dv += 2.0 * v[::-1] * rng.choice([-1, 1]) * rng.uniform(0.5, 1.5)
-        v = v + dv
-        v /= np.linalg.norm(v) + 1e-12  # constant speed: the exposure is spread evenly along the path
-        pos = pos + v
-    return out
 
 
 def motion_kernel(size: int, rng: np.random.Generator, extent: float | None = None) -> np.ndarray:

@@ -1,9 +1,17 @@
-"""Synthetic blurred/sharp pairs.
+"""Synthetic blurred/sharp pairs: presets that turn a sharp photo into ``(blurred, sharp, metadata)``.
 
-Preset ``uniform-kernel``: one camera-shake kernel per image, applied in linear
-light (gamma 2.2), Gaussian read noise added to the stored values, 8-bit
-quantisation, as the public ``val_uniform`` benchmark is made. The richer
-presets (non-uniform camera shake, saturation, JPEG) build on the same pieces.
+- ``uniform-kernel``: one camera-shake kernel per image, applied in linear light (gamma 2.2),
+  Gaussian noise on the stored values, 8-bit quantisation (how ``val_uniform`` is made).
+- ``camera-shake``: a smooth 6-DoF hand shake integrated over 9-17 sub-frames in linear light
+  (spatially varying blur: roll and perspective), Gaussian noise, 8 bits.
+- ``gopro-like``: 7-13 sub-frames of a faster shake through the sRGB curve, no added noise;
+  the sharp target is the middle sub-frame, as in GoPro.
+- ``realistic``: camera-shake plus what real cameras add (RSBlur): highlights brighter than the
+  sensor clipped after integration, Poisson-Gaussian noise in linear light, JPEG at 70-95.
+
+Every preset has ``make(sharp, rng) -> (blurred, sharp, meta)`` on float32 (H, W, 3) images
+in [0, 1] and a ``margin`` (pixels of context a crop needs around it); ``uniform-kernel``
+also renders whole batches at once (``sample`` + ``render``), which training uses.
 """
 
 from __future__ import annotations
@@ -48,6 +56,20 @@ class UniformKernelBlur:
     gamma: float = 2.2
     quantise_bits: int | None = 8
 
+    @property
+    def margin(self) -> int:
+        return self.max_kernel // 2
+
+    def make(self, sharp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Blur one whole image (borders reflected); ``meta`` holds the kernel at its true size and the noise level."""
+        draw = self.sample(rng)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        x = torch.from_numpy(np.ascontiguousarray(sharp.transpose(2, 0, 1)))[None]
+        out = self.render(x, torch.from_numpy(draw["kernel"])[None], torch.tensor([draw["noise_sigma"]]), generator=gen)
+        o = (self.max_kernel - draw["size"]) // 2
+        kernel = draw["kernel"][o : o + draw["size"], o : o + draw["size"]]
+        return out[0].permute(1, 2, 0).numpy(), sharp, {"preset": "uniform-kernel", "kernel": kernel, "noise_sigma": draw["noise_sigma"]}
+
     def sample(self, rng: np.random.Generator) -> dict:
         """Draw the blur of one image: ``kernel`` ((max_kernel, max_kernel) float32), ``size``, ``noise_sigma``."""
         size = int(rng.choice(np.arange(self.min_kernel, self.max_kernel + 1, 2)))
@@ -77,24 +99,72 @@ class UniformKernelBlur:
         return blurred
 
 
-PRESETS = {"uniform-kernel": UniformKernelBlur}
+@dataclass(frozen=True)
+class ExposureBlur:
+    """Blur by integrating warped sub-frames along a 6-DoF camera path (see the module docstring)."""
+
+    name: str = "camera-shake"
+    subframes: tuple[int, int] = (9, 17)
+    rotation_deg: float = 0.6  # peak-to-peak pitch/yaw at a focal length of one image diagonal
+    roll_deg: float = 0.4
+    translation: float = 0.0
+    response: str = "gamma"  # or "srgb"
+    max_noise: float = 0.01  # Gaussian, on stored values
+    gain: tuple[float, float] = (1.0, 1.0)  # highlight brightening before the sensor clips
+    shot_read: tuple[float, float] | None = None  # Poisson-Gaussian noise in linear light (max shot, max read)
+    jpeg: tuple[int, int] | None = None
+    margin: int = 24
+
+    def make(self, sharp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+        from unblur.blur.camera import jpeg, linear_to_srgb, poisson_gaussian_noise, saturate, srgb_to_linear
+        from unblur.blur.exposure import expose
+        from unblur.blur.trajectory import camera_path, homographies
+
+        h, w = sharp.shape[:2]
+        n = int(rng.integers(self.subframes[0], self.subframes[1] + 1))
+        path = camera_path(rng, n, self.rotation_deg, self.roll_deg, self.translation)
+        # the focal length of the full photo the crop comes from is unknown: draw a typical one
+        focal = float(rng.uniform(1.0, 2.0) * np.hypot(w, h))
+        hs = homographies(path, w, h, focal=focal)
+        decode, encode = (srgb_to_linear, linear_to_srgb) if self.response == "srgb" else (gamma_to_linear, linear_to_gamma)
+        lin = decode(torch.from_numpy(sharp)).numpy()
+        blurred = torch.from_numpy(expose(lin, hs))
+        gain = float(rng.uniform(*self.gain))
+        target = saturate(torch.from_numpy(lin), gain)
+        blurred = saturate(blurred, gain)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        meta = {"preset": self.name, "subframes": n, "focal": focal, "gain": gain,
+                "rotations": path.rotations.tolist(), "translations": path.translations.tolist()}
+        if self.shot_read:
+            shot, read = float(rng.uniform(0, self.shot_read[0])), float(rng.uniform(0, self.shot_read[1]))
+            blurred = poisson_gaussian_noise(blurred, shot, read, gen)
+            meta.update(shot=shot, read=read)
+        out = encode(blurred)
+        if self.max_noise:
+            sigma = float(rng.uniform(0, self.max_noise))
+            out = (out + sigma * torch.randn(out.shape, generator=gen)).clamp(0, 1)
+            meta["noise_sigma"] = sigma
+        out = torch.round(out * 255) / 255
+        if self.jpeg:
+            quality = int(rng.integers(self.jpeg[0], self.jpeg[1] + 1))
+            out = jpeg(out.permute(2, 0, 1), quality).permute(1, 2, 0)
+            meta["jpeg_quality"] = quality
+        return out.numpy().astype(np.float32), encode(target).numpy().astype(np.float32), meta
+
+
+PRESETS = {
+    "uniform-kernel": UniformKernelBlur,
+    "camera-shake": ExposureBlur,
+    "gopro-like": lambda: ExposureBlur(name="gopro-like", subframes=(7, 13), rotation_deg=1.0, roll_deg=0.5, translation=0.01,
+                                       response="srgb", max_noise=0.0),
+    "realistic": lambda: ExposureBlur(name="realistic", gain=(1.0, 2.5), shot_read=(0.01, 0.01), max_noise=0.0, jpeg=(70, 95)),
+}
 
 
 def blur_image(sharp: np.ndarray, rng: np.random.Generator, preset: str = "uniform-kernel") -> tuple[np.ndarray, dict]:
     """Blur one whole image: sharp float32 (H, W, 3) in [0, 1] -> (blurred (H, W, 3), metadata).
 
-    Borders are reflected. ``metadata`` holds the kernel (cropped to its true size) and the noise level.
+    For presets that change the sharp target too (saturation), use ``PRESETS[name]().make``.
     """
-    spec = PRESETS[preset]()
-    draw = spec.sample(rng)
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    x = torch.from_numpy(np.ascontiguousarray(sharp.transpose(2, 0, 1)))[None]
-    k = torch.from_numpy(draw["kernel"])[None]
-    out = spec.render(x, k, torch.tensor([draw["noise_sigma"]]), generator=gen)
-    o = (spec.max_kernel - draw["size"]) // 2
-    meta = {
-        "preset": preset,
-        "kernel": draw["kernel"][o : o + draw["size"], o : o + draw["size"]],
-        "noise_sigma": draw["noise_sigma"],
-    }
-    return out[0].permute(1, 2, 0).numpy(), meta
+    blurred, _, meta = PRESETS[preset]().make(sharp, rng)
+    return blurred, meta
