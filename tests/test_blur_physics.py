@@ -1,9 +1,10 @@
 """Blur formation physics: continuous exposure, camera response, saturation, noise."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import textured
+
 from unblur.blur.camera import gamma_to_linear, jpeg, poisson_gaussian_noise, saturate
 from unblur.blur.exposure import expose, partial_exposures
 from unblur.blur.synth import PRESETS, convolve

@@ -162,10 +162,11 @@ def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
 
 
-def encode_png(rgb: np.ndarray, info: ImageInfo | None = None) -> bytes:
+def encode_png(rgb: np.ndarray, info: ImageInfo | None = None, compress_level: int = 6) -> bytes:
     """Encode float RGB in [0, 1], shape (H, W, 3), as PNG bytes.
 
-    ``info`` (from :func:`read_image`) restores bit depth, greyscale and alpha.
+    ``info`` (from :func:`read_image`) restores bit depth, greyscale and alpha; ``compress_level``
+    0-9 trades file size for time (1 is ~3x faster than the default 6 and ~15 % larger).
     """
     info = info or ImageInfo(bits=8, grey=False, alpha=None)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -179,16 +180,18 @@ def encode_png(rgb: np.ndarray, info: ImageInfo | None = None) -> bytes:
 
         channels = data.shape[2]
         bgr = data[..., 0] if channels == 1 else data[..., [2, 1, 0] + ([3] if channels == 4 else [])]
-        ok, buf = cv2.imencode(".png", bgr)
+        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
         if not ok:
             raise ImageError("could not encode 16-bit PNG")
         return buf.tobytes()
     out = io.BytesIO()
-    Image.fromarray(data[..., 0] if data.shape[2] == 1 else data).save(out, format="PNG")
+    Image.fromarray(data[..., 0] if data.shape[2] == 1 else data).save(out, format="PNG", compress_level=compress_level)
     return out.getvalue()
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray, info: ImageInfo | None = None, overwrite: bool = False) -> Path:
+def write_image(
+    path: str | os.PathLike, rgb: np.ndarray, info: ImageInfo | None = None, overwrite: bool = False, compress_level: int = 6
+) -> Path:
     """Write float RGB in [0, 1], shape (H, W, 3), as PNG (see :func:`encode_png`), atomically.
 
     The file appears complete or not at all; an existing file is kept unless ``overwrite``.
@@ -196,7 +199,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, info: ImageInfo | None
     path = Path(path)
     if path.exists() and not overwrite:
         raise ImageError(f"{path}: exists (use --overwrite to replace it)")
-    data = encode_png(rgb, info)
+    data = encode_png(rgb, info, compress_level)
     with atomic_write(path, suffix=".png") as tmp:
         Path(tmp).write_bytes(data)
     return path

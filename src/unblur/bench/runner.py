@@ -16,7 +16,7 @@ import psutil
 from tqdm import tqdm
 
 from unblur.atomic import atomic_write
-from unblur.bench.pairs import Pair
+from unblur.data.paired import Pair
 from unblur.io import read_image, write_image
 from unblur.metrics import psnr, ssim
 from unblur.metrics.lpips import LPIPSUnavailable, load_lpips, lpips

@@ -42,7 +42,9 @@ def saturate(linear: torch.Tensor, gain: float) -> torch.Tensor:
     return (linear * gain).clamp(0, 1)
 
 
-def poisson_gaussian_noise(linear: torch.Tensor, shot: float, read: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def poisson_gaussian_noise(
+    linear: torch.Tensor, shot: float, read: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Sensor noise in linear light: variance ``shot * x + read**2`` (Gaussian approximation of
     Poisson photon noise plus read noise), clipped to [0, 1]."""
     std = torch.sqrt(shot * linear.clamp(min=0) + read**2)

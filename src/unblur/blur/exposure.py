@@ -5,6 +5,7 @@ The sharp photo is warped to each sub-frame's camera pose (one homography each, 
 differ across the frame (rotation about the optical axis, forward motion) give
 spatially varying blur. Arrays are float32 (H, W, 3) linear values.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,9 @@ def warp(linear: np.ndarray, h: np.ndarray) -> np.ndarray:
     import cv2
 
     height, width = linear.shape[:2]
-    return cv2.warpPerspective(linear, h.astype(np.float64), (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpPerspective(
+        linear, h.astype(np.float64), (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
 
 
 def expose(linear: np.ndarray, homographies: np.ndarray) -> np.ndarray:

@@ -68,7 +68,11 @@ class UniformKernelBlur:
         out = self.render(x, torch.from_numpy(draw["kernel"])[None], torch.tensor([draw["noise_sigma"]]), generator=gen)
         o = (self.max_kernel - draw["size"]) // 2
         kernel = draw["kernel"][o : o + draw["size"], o : o + draw["size"]]
-        return out[0].permute(1, 2, 0).numpy(), sharp, {"preset": "uniform-kernel", "kernel": kernel, "noise_sigma": draw["noise_sigma"]}
+        return (
+            out[0].permute(1, 2, 0).numpy(),
+            sharp,
+            {"preset": "uniform-kernel", "kernel": kernel, "noise_sigma": draw["noise_sigma"]},
+        )
 
     def sample(self, rng: np.random.Generator) -> dict:
         """Draw the blur of one image: ``kernel`` ((max_kernel, max_kernel) float32), ``size``, ``noise_sigma``."""
@@ -105,7 +109,7 @@ class ExposureBlur:
 
     name: str = "camera-shake"
     subframes: tuple[int, int] = (9, 17)
-    rotation_deg: float = 0.6  # peak-to-peak pitch/yaw at a focal length of one image diagonal
+    rotation_deg: float = 0.6  # peak-to-peak pitch/yaw: 0.6° at a focal length of 2000 px is 21 px of motion
     roll_deg: float = 0.4
     translation: float = 0.0
     response: str = "gamma"  # or "srgb"
@@ -113,7 +117,8 @@ class ExposureBlur:
     gain: tuple[float, float] = (1.0, 1.0)  # highlight brightening before the sensor clips
     shot_read: tuple[float, float] | None = None  # Poisson-Gaussian noise in linear light (max shot, max read)
     jpeg: tuple[int, int] | None = None
-    margin: int = 24
+    focal_px: tuple[float, float] = (800.0, 2000.0)  # phone/compact photos of 1-2 kilopixels
+    margin: int = 32
 
     def make(self, sharp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
         from unblur.blur.camera import jpeg, linear_to_srgb, poisson_gaussian_noise, saturate, srgb_to_linear
@@ -123,8 +128,8 @@ class ExposureBlur:
         h, w = sharp.shape[:2]
         n = int(rng.integers(self.subframes[0], self.subframes[1] + 1))
         path = camera_path(rng, n, self.rotation_deg, self.roll_deg, self.translation)
-        # the focal length of the full photo the crop comes from is unknown: draw a typical one
-        focal = float(rng.uniform(1.0, 2.0) * np.hypot(w, h))
+        # in pixels, not relative to the image, so that a training crop blurs like the photo it came from
+        focal = float(rng.uniform(*self.focal_px))
         hs = homographies(path, w, h, focal=focal)
         decode, encode = (srgb_to_linear, linear_to_srgb) if self.response == "srgb" else (gamma_to_linear, linear_to_gamma)
         lin = decode(torch.from_numpy(sharp)).numpy()
@@ -133,8 +138,14 @@ class ExposureBlur:
         target = saturate(torch.from_numpy(lin), gain)
         blurred = saturate(blurred, gain)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        meta = {"preset": self.name, "subframes": n, "focal": focal, "gain": gain,
-                "rotations": path.rotations.tolist(), "translations": path.translations.tolist()}
+        meta = {
+            "preset": self.name,
+            "subframes": n,
+            "focal": focal,
+            "gain": gain,
+            "rotations": path.rotations.tolist(),
+            "translations": path.translations.tolist(),
+        }
         if self.shot_read:
             shot, read = float(rng.uniform(0, self.shot_read[0])), float(rng.uniform(0, self.shot_read[1]))
             blurred = poisson_gaussian_noise(blurred, shot, read, gen)
@@ -155,8 +166,9 @@ class ExposureBlur:
 PRESETS = {
     "uniform-kernel": UniformKernelBlur,
     "camera-shake": ExposureBlur,
-    "gopro-like": lambda: ExposureBlur(name="gopro-like", subframes=(7, 13), rotation_deg=1.0, roll_deg=0.5, translation=0.01,
-                                       response="srgb", max_noise=0.0),
+    "gopro-like": lambda: ExposureBlur(
+        name="gopro-like", subframes=(7, 13), rotation_deg=0.8, roll_deg=0.5, translation=0.01, response="srgb", max_noise=0.0
+    ),
     "realistic": lambda: ExposureBlur(name="realistic", gain=(1.0, 2.5), shot_read=(0.01, 0.01), max_noise=0.0, jpeg=(70, 95)),
 }
 

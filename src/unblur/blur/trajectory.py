@@ -7,6 +7,7 @@
   by :func:`homographies` for a scene plane at a given depth: rotation blurs every
   pixel, roll and forward motion blur the corners more than the centre.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,8 +57,9 @@ def _smooth_walk(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
     return (x - x.mean()) * (scale / span if span > 0 else 0.0)
 
 
-def camera_path(rng: np.random.Generator, n: int = 15, rotation_deg: float = 0.6, roll_deg: float = 0.4,
-                translation: float = 0.0) -> CameraPath:
+def camera_path(
+    rng: np.random.Generator, n: int = 15, rotation_deg: float = 0.6, roll_deg: float = 0.4, translation: float = 0.0
+) -> CameraPath:
     """A random smooth 6-DoF shake over ``n`` sub-frames.
 
     ``rotation_deg``/``roll_deg``: peak-to-peak extent of pitch+yaw and of roll, each drawn

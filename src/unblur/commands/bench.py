@@ -30,9 +30,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from unblur.bench.pairs import find_pairs
     from unblur.bench.report import write_report
     from unblur.bench.runner import run_model
+    from unblur.data.paired import find_pairs
     from unblur.zoo import CLASSICAL, MODELS
 
     models = ["identity"] + [m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "identity"]

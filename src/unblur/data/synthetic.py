@@ -66,7 +66,7 @@ class SyntheticPairs(torch.utils.data.Dataset):
     ):
         self.images, self.crop, self.batch, self.seed = images, crop, batch, seed
         self.spec = PRESETS[preset]()
-        self.margin = self.spec.max_kernel // 2
+        self.margin = self.spec.margin
         self.min_detail, self.length = min_detail, length
 
     def __len__(self) -> int:
@@ -92,6 +92,13 @@ class SyntheticPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(step)])
+        m = self.margin
+        if not hasattr(self.spec, "render"):  # image-level presets: one exposure simulation per crop
+            pairs = [self.spec.make(self._crop(rng).astype(np.float32) / 255.0, rng)[:2] for _ in range(self.batch)]
+            blurred, sharp = (
+                torch.from_numpy(np.stack([p[i][m:-m, m:-m] for p in pairs])).permute(0, 3, 1, 2).contiguous() for i in (0, 1)
+            )
+            return blurred, sharp
         crops, kernels, sigmas = [], [], []
         for _ in range(self.batch):
             crops.append(self._crop(rng))
@@ -101,7 +108,6 @@ class SyntheticPairs(torch.utils.data.Dataset):
         sharp = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         blurred = self.spec.render(sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), gen, padding="valid")
-        m = self.margin
         return blurred, sharp[..., m:-m, m:-m].contiguous()
 
 
