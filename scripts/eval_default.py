@@ -1,7 +1,8 @@
 """Measure a model on (1) our synthetic val pairs and (2) the public val_uniform benchmark.
 
 (1): every photo of --val (default ../shared/photos/val) blurred whole by our
-synthesizer (uniform-kernel preset) with generator seed [--seed, index];
+synthesizer with generator seed [--seed, index], once per preset of --presets
+(default uniform-kernel; e.g. --presets uniform-kernel,realistic);
 (2): the fixed blurred/sharp pairs of --bench. PSNR on 8-bit RGB, no crop.
 
     python scripts/eval_default.py [--model nafnet-small] [--json out.json]
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unblur.blur.synth import blur_image
+from unblur.blur.synth import PRESETS
 from unblur.io import list_images, read_image
 from unblur.metrics import psnr
 from unblur.restore import Restorer
@@ -52,10 +53,10 @@ def evaluate(pairs, restorer):
     }
 
 
-def synthetic_pairs(folder, seed):
+def synthetic_pairs(folder, seed, preset):
+    spec = PRESETS[preset]()
     for i, path in enumerate(list_images([folder])):
-        sharp, _ = read_image(path)
-        blurred, _ = blur_image(sharp, np.random.default_rng([seed, i]))
+        blurred, sharp, _ = spec.make(read_image(path)[0], np.random.default_rng([seed, i]))
         yield path.stem, blurred, sharp
 
 
@@ -70,12 +71,16 @@ if __name__ == "__main__":
     ap.add_argument("--val", default="../shared/photos/val")
     ap.add_argument("--bench", default="../shared/bench/val_uniform")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--presets", default="uniform-kernel")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     restorer = Restorer(args.model, device=args.device)
-    print(f"synthetic val pairs ({args.val}, uniform-kernel, seed {args.seed}):")
-    result = {"synthetic_val": evaluate(synthetic_pairs(args.val, args.seed), restorer)}
+    result = {}
+    for preset in args.presets.split(","):
+        print(f"synthetic val pairs ({args.val}, {preset}, seed {args.seed}):")
+        key = "synthetic_val" if preset == "uniform-kernel" else f"synthetic_val_{preset}"
+        result[key] = evaluate(synthetic_pairs(args.val, args.seed, preset), restorer)
     print(f"benchmark pairs ({args.bench}):")
     result["val_uniform"] = evaluate(bench_pairs(args.bench), restorer)
     if args.json:

@@ -126,7 +126,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-from contextlib import contextmanager  # noqa: E402
+from contextlib import contextmanager
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import torch
 from conftest import textured
 
 from unblur.blur.camera import gamma_to_linear, jpeg, poisson_gaussian_noise, saturate
-from unblur.blur.exposure import expose, partial_exposures
+from unblur.blur.exposure import MovingObject, expose, partial_exposures, sharp_frame
 from unblur.blur.synth import PRESETS, convolve
 from unblur.blur.trajectory import CameraPath, camera_path, homographies
 
@@ -47,6 +47,30 @@ def test_roll_blurs_corners_more_than_the_centre():
         return np.linalg.norm(q[0] - q[-1])
 
     assert travel(centre) < 1e-6 and travel(corner) > 2
+
+
+def test_a_moving_object_blurs_its_path_and_nothing_else():
+    """Still camera, a square moving 8 px right: its trail is blurred, far pixels are untouched,
+    and the sharp target (middle sub-frame) has the object where the photo has it."""
+    lin = gamma_to_linear(torch.from_numpy(photo())).numpy()
+    mask = np.zeros((96, 128), np.float32)
+    mask[30:60, 40:70] = 1
+    n = 9
+    obj = MovingObject(mask, np.stack([np.arange(n) - n // 2, np.zeros(n)], axis=1).astype(float))
+    still = homographies(CameraPath(np.zeros((n, 3)), np.zeros((n, 3))), 128, 96)
+    blurred = expose(lin, still, obj)
+    assert np.allclose(blurred[:, 90:], lin[:, 90:], atol=1e-6) and np.allclose(blurred[70:], lin[70:], atol=1e-6)
+    inside = np.abs(blurred[35:55, 45:65] - lin[35:55, 45:65]).mean()
+    assert inside > 5 * np.abs(blurred[:, 90:] - lin[:, 90:]).mean() + 1e-3
+    assert np.allclose(sharp_frame(lin, still, n // 2, obj)[30:60, 40:70], lin[30:60, 40:70], atol=1e-6)
+
+
+def test_sharp_target_can_be_the_first_subframe():
+    first = camera_path(np.random.default_rng(5), 11, sharp_at=0.0)
+    middle = camera_path(np.random.default_rng(5), 11)
+    assert np.allclose(first.rotations[0], 0) and np.allclose(middle.rotations[5], 0)
+    # the same motion, only seen from another reference pose
+    assert np.allclose(np.diff(first.rotations, axis=0), np.diff(middle.rotations, axis=0))
 
 
 def test_partial_exposures_grow_to_the_full_blur():

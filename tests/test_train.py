@@ -96,3 +96,28 @@ def test_partial_checkpoint_is_ignored(sharp_folder, tmp_path):
     (tmp_path / "r" / "checkpoints" / ".tmp-crash").mkdir()
     (tmp_path / "r" / "checkpoints" / "ckpt-00000009").mkdir()
     assert latest_checkpoint(tmp_path / "r").name == "ckpt-00000003"
+
+
+def test_preset_mixture_and_exposure_presets_make_batches(sharp_folder):
+    images = load_folder(sharp_folder)
+    ds = SyntheticPairs(images, crop=32, batch=4, seed=1, preset="realistic+uniform-kernel")
+    blurred, sharp = ds[0]
+    assert blurred.shape == sharp.shape == (4, 3, 32, 32) and torch.equal(ds[0][0], blurred)
+    vb, vs = fixed_pairs(images, 40, seed=3, preset="realistic")
+    assert vb.shape == vs.shape == (len(images), 3, 40, 40) and not torch.equal(vb, vs)
+    with pytest.raises(KeyError, match="no-such"):
+        SyntheticPairs(images, preset="realistic+no-such")
+
+
+def test_init_starts_from_a_model_file(sharp_folder, tmp_path):
+    from unblur.train.checkpoint import load_model_file
+
+    train(tiny_config(sharp_folder, 3), tmp_path / "a", quiet=True)
+    start = tmp_path / "a" / "last.safetensors"
+    # zero learning rate: the fine-tuned model must be exactly the one it started from
+    train(tiny_config(sharp_folder, 2, **{"train.init": start, "optim.lr": 0.0, "train.ema": 0.0}), tmp_path / "b", quiet=True)
+    a, _ = load_model_file(start)
+    b, _ = load_model_file(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(ValueError, match="differs"):
+        train(tiny_config(sharp_folder, 1, **{"train.init": start, "model.width": 16}), tmp_path / "c", quiet=True)

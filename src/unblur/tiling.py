@@ -7,7 +7,7 @@ seams do not show and memory depends on the tile size only.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

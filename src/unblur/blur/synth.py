@@ -5,7 +5,8 @@
 - ``camera-shake``: a smooth 6-DoF hand shake integrated over 9-17 sub-frames in linear light
   (spatially varying blur: roll and perspective), Gaussian noise, 8 bits.
 - ``gopro-like``: 7-13 sub-frames of a faster shake through the sRGB curve, no added noise;
-  the sharp target is the middle sub-frame, as in GoPro.
+  the sharp target is the middle sub-frame, as in GoPro, and half of the images have an
+  object that moves by itself (GoPro's scenes are streets with people in them).
 - ``realistic``: camera-shake plus what real cameras add (RSBlur): highlights brighter than the
   sensor clipped after integration, Poisson-Gaussian noise in linear light, JPEG at 70-95.
 
@@ -118,24 +119,29 @@ class ExposureBlur:
     shot_read: tuple[float, float] | None = None  # Poisson-Gaussian noise in linear light (max shot, max read)
     jpeg: tuple[int, int] | None = None
     focal_px: tuple[float, float] = (800.0, 2000.0)  # phone/compact photos of 1-2 kilopixels
+    sharp_at: float = 0.5  # which sub-frame is the sharp target: 0.5 the middle (GoPro), 0 the first
+    moving_object: float = 0.0  # probability of an object moving by itself (see exposure.MovingObject)
     margin: int = 32
 
     def make(self, sharp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
         from unblur.blur.camera import jpeg, linear_to_srgb, poisson_gaussian_noise, saturate, srgb_to_linear
-        from unblur.blur.exposure import expose
+        from unblur.blur.exposure import expose, random_object, sharp_frame
         from unblur.blur.trajectory import camera_path, homographies
 
         h, w = sharp.shape[:2]
         n = int(rng.integers(self.subframes[0], self.subframes[1] + 1))
-        path = camera_path(rng, n, self.rotation_deg, self.roll_deg, self.translation)
+        ref = round(self.sharp_at * (n - 1))
+        path = camera_path(rng, n, self.rotation_deg, self.roll_deg, self.translation, self.sharp_at)
         # in pixels, not relative to the image, so that a training crop blurs like the photo it came from
         focal = float(rng.uniform(*self.focal_px))
         hs = homographies(path, w, h, focal=focal)
+        # drawn only when enabled, so presets without objects keep their seeds' pairs
+        obj = random_object(rng, h, w, n, ref) if self.moving_object and rng.random() < self.moving_object else None
         decode, encode = (srgb_to_linear, linear_to_srgb) if self.response == "srgb" else (gamma_to_linear, linear_to_gamma)
         lin = decode(torch.from_numpy(sharp)).numpy()
-        blurred = torch.from_numpy(expose(lin, hs))
+        blurred = torch.from_numpy(expose(lin, hs, obj))
         gain = float(rng.uniform(*self.gain))
-        target = saturate(torch.from_numpy(lin), gain)
+        target = saturate(torch.from_numpy(lin if obj is None else sharp_frame(lin, hs, ref, obj)), gain)
         blurred = saturate(blurred, gain)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         meta = {
@@ -145,7 +151,10 @@ class ExposureBlur:
             "gain": gain,
             "rotations": path.rotations.tolist(),
             "translations": path.translations.tolist(),
+            "sharp_index": ref,
         }
+        if obj is not None:
+            meta["object_shift"] = (obj.shifts[-1] - obj.shifts[0]).tolist()  # pixels over the exposure
         if self.shot_read:
             shot, read = float(rng.uniform(0, self.shot_read[0])), float(rng.uniform(0, self.shot_read[1]))
             blurred = poisson_gaussian_noise(blurred, shot, read, gen)
@@ -167,7 +176,14 @@ PRESETS = {
     "uniform-kernel": UniformKernelBlur,
     "camera-shake": ExposureBlur,
     "gopro-like": lambda: ExposureBlur(
-        name="gopro-like", subframes=(7, 13), rotation_deg=0.8, roll_deg=0.5, translation=0.01, response="srgb", max_noise=0.0
+        name="gopro-like",
+        subframes=(7, 13),
+        rotation_deg=0.8,
+        roll_deg=0.5,
+        translation=0.01,
+        response="srgb",
+        max_noise=0.0,
+        moving_object=0.5,
     ),
     "realistic": lambda: ExposureBlur(name="realistic", gain=(1.0, 2.5), shot_read=(0.01, 0.01), max_noise=0.0, jpeg=(70, 95)),
 }

@@ -39,7 +39,7 @@ def random_walk_trajectory(rng: np.random.Generator, n: int = 64, shake: float =
 
 @dataclass(frozen=True)
 class CameraPath:
-    """Camera pose at each of ``n`` sub-frames, relative to the middle one (the sharp target).
+    """Camera pose at each of ``n`` sub-frames, relative to the sharp target's (by default the middle one).
 
     rotations: (n, 3) radians about x (pitch), y (yaw), z (roll); translations: (n, 3) in
     units of the scene depth (x right, y down, z forward).
@@ -58,19 +58,26 @@ def _smooth_walk(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
 
 
 def camera_path(
-    rng: np.random.Generator, n: int = 15, rotation_deg: float = 0.6, roll_deg: float = 0.4, translation: float = 0.0
+    rng: np.random.Generator,
+    n: int = 15,
+    rotation_deg: float = 0.6,
+    roll_deg: float = 0.4,
+    translation: float = 0.0,
+    sharp_at: float = 0.5,
 ) -> CameraPath:
     """A random smooth 6-DoF shake over ``n`` sub-frames.
 
     ``rotation_deg``/``roll_deg``: peak-to-peak extent of pitch+yaw and of roll, each drawn
-    uniformly up to that value; ``translation``: peak-to-peak extent of the translation
-    relative to the depth (0 = a tripod-free hand that only rotates, the dominant shake).
+    uniformly between a quarter of that value and all of it; ``translation``: peak-to-peak
+    extent of the translation relative to the depth (0 = a tripod-free hand that only rotates,
+    the dominant shake). Poses are relative to sub-frame ``round(sharp_at * (n - 1))``, the
+    sharp target (0.5: the middle one, the GoPro convention; 0: the first).
     """
-    amp = np.deg2rad([rng.uniform(0, rotation_deg), rng.uniform(0, rotation_deg), rng.uniform(0, roll_deg)])
+    amp = np.deg2rad([rng.uniform(0.25, 1) * rotation_deg, rng.uniform(0.25, 1) * rotation_deg, rng.uniform(0.25, 1) * roll_deg])
     rot = np.stack([_smooth_walk(rng, n, a) for a in amp], axis=1)
     trans = np.stack([_smooth_walk(rng, n, rng.uniform(0, translation)) for _ in range(3)], axis=1)
-    mid = n // 2
-    return CameraPath(rot - rot[mid], trans - trans[mid])
+    ref = round(sharp_at * (n - 1))
+    return CameraPath(rot - rot[ref], trans - trans[ref])
 
 
 def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
@@ -82,7 +89,7 @@ def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
 
 
 def homographies(path: CameraPath, width: int, height: int, focal: float | None = None, depth: float = 1.0) -> np.ndarray:
-    """(n, 3, 3) homographies mapping target (middle sub-frame) pixels to each sub-frame's pixels,
+    """(n, 3, 3) homographies mapping target (sharp sub-frame) pixels to each sub-frame's pixels,
     for a fronto-parallel scene plane at ``depth``: H = K (R - t n^T / d) K^-1.
 
     ``focal`` in pixels defaults to the image diagonal (a ~53° field of view, a phone's main camera).

@@ -46,12 +46,32 @@ def _detail(crop: np.ndarray) -> float:
     return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
 
 
+def presets(name: str) -> list:
+    """``"realistic"`` -> [its spec]; ``"realistic+uniform-kernel"`` -> both (a mixture, one drawn per crop)."""
+    names = name.split("+")
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        raise KeyError(f"unknown blur preset {unknown[0]!r} (known: {', '.join(PRESETS)})")
+    return [PRESETS[n]() for n in names]
+
+
+def _simulate(spec, window: np.ndarray, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blur one uint8 window with ``spec`` and cut the margin ``m`` off: float32 (blurred, sharp)."""
+    blurred, sharp, _ = spec.make(window.astype(np.float32) / 255.0, rng)
+    return blurred[m:-m, m:-m], sharp[m:-m, m:-m]
+
+
+def _stack(pairs: list) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.from_numpy(np.stack([p[j] for p in pairs])).permute(0, 3, 1, 2).contiguous() for j in (0, 1))
+
+
 class SyntheticPairs(torch.utils.data.Dataset):
     """Item ``s`` is the batch for training step ``s``: ``(blurred, sharp)``, each (B, 3, crop, crop) in [0, 1].
 
-    Crops are taken with a margin of half the largest kernel and blurred with
-    ``padding="valid"``, so every output pixel saw real scene content (no border
-    assumption). Crops flatter than ``min_detail`` are re-drawn (up to 10 times).
+    Crops are taken with a margin of context (the largest blur's reach) and blurred with
+    no border assumption, so every output pixel saw real scene content. Crops flatter
+    than ``min_detail`` are re-drawn (up to 10 times). ``preset`` names one blur preset
+    or a mixture ``"a+b"`` (each crop draws one of them).
     """
 
     def __init__(
@@ -65,8 +85,8 @@ class SyntheticPairs(torch.utils.data.Dataset):
         length: int = 10**9,
     ):
         self.images, self.crop, self.batch, self.seed = images, crop, batch, seed
-        self.spec = PRESETS[preset]()
-        self.margin = self.spec.margin
+        self.specs = presets(preset)
+        self.margin = max(spec.margin for spec in self.specs)
         self.min_detail, self.length = min_detail, length
 
     def __len__(self) -> int:
@@ -92,45 +112,56 @@ class SyntheticPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(step)])
-        m = self.margin
-        if not hasattr(self.spec, "render"):  # image-level presets: one exposure simulation per crop
-            pairs = [self.spec.make(self._crop(rng).astype(np.float32) / 255.0, rng)[:2] for _ in range(self.batch)]
-            blurred, sharp = (
-                torch.from_numpy(np.stack([p[i][m:-m, m:-m] for p in pairs])).permute(0, 3, 1, 2).contiguous() for i in (0, 1)
-            )
-            return blurred, sharp
+        m, spec = self.margin, self.specs[0]
+        if len(self.specs) > 1 or not hasattr(spec, "render"):  # one simulation per crop
+            pairs = []
+            for _ in range(self.batch):
+                spec = self.specs[int(rng.integers(len(self.specs)))] if len(self.specs) > 1 else spec
+                pairs.append(_simulate(spec, self._crop(rng), rng, m))
+            return _stack(pairs)
+        # a single kernel preset: the whole batch in one grouped convolution (much faster)
         crops, kernels, sigmas = [], [], []
         for _ in range(self.batch):
             crops.append(self._crop(rng))
-            draw = self.spec.sample(rng)
+            draw = spec.sample(rng)
             kernels.append(draw["kernel"])
             sigmas.append(draw["noise_sigma"])
         sharp = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        blurred = self.spec.render(sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), gen, padding="valid")
+        blurred = spec.render(sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), gen, padding="valid")
         return blurred, sharp[..., m:-m, m:-m].contiguous()
 
 
 def fixed_pairs(
     images: list[np.ndarray], crop: int, seed: int, preset: str = "uniform-kernel"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A deterministic validation batch: one centre crop per image, each with its own seeded blur."""
-    spec = PRESETS[preset]()
-    m = spec.max_kernel // 2
+    """A deterministic validation batch: one centre crop per image, each with its own seeded blur.
+
+    Returns ``(blurred, sharp)``, each (N, 3, crop, crop) in [0, 1]; the crops are blurred with a
+    margin of real context around them (no border assumption), like the training pairs. With a
+    mixture ``"a+b"`` image i gets preset i mod 2.
+    """
+    specs = presets(preset)
+    m = max(spec.margin for spec in specs)
     size = crop + 2 * m
-    crops, kernels, sigmas = [], [], []
-    for i, img in enumerate(images):
-        rng = np.random.default_rng([seed, i])
+    windows = []
+    for img in images:
         h, w = img.shape[:2]
         if h < size or w < size:
             img = np.pad(img, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
             h, w = img.shape[:2]
         y, x = (h - size) // 2, (w - size) // 2
-        crops.append(img[y : y + size, x : x + size])
-        draw = spec.sample(rng)
+        windows.append(img[y : y + size, x : x + size])
+    if len(specs) > 1 or not hasattr(specs[0], "render"):
+        return _stack(
+            [_simulate(specs[i % len(specs)], win, np.random.default_rng([seed, i]), m) for i, win in enumerate(windows)]
+        )
+    spec, kernels, sigmas = specs[0], [], []
+    for i in range(len(windows)):
+        draw = spec.sample(np.random.default_rng([seed, i]))
         kernels.append(draw["kernel"])
         sigmas.append(draw["noise_sigma"])
-    sharp = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+    sharp = torch.from_numpy(np.stack(windows)).permute(0, 3, 1, 2).float() / 255.0
     gen = torch.Generator().manual_seed(seed)
     blurred = spec.render(sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), gen, padding="valid")
     return blurred, sharp[..., m:-m, m:-m].contiguous()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 CHANNELS = (64, 192, 384, 256, 256)

@@ -33,7 +33,7 @@ def align(pred: np.ndarray, gt: np.ndarray, iterations: int = 100) -> Aligned:
     scaled = np.clip(pred * scale, 0, 1)
     warp = np.eye(3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 0)
-    grey = lambda a: cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)  # noqa: E731
+    grey = lambda a: cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
     try:
         _, warp = cv2.findTransformECC(grey(gt), grey(scaled), warp, cv2.MOTION_HOMOGRAPHY, criteria, None, 5)
     except cv2.error:

@@ -11,8 +11,8 @@ reflection to a multiple of 2**levels and the output cropped back.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class LayerNorm2d(nn.Module):

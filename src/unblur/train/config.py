@@ -58,6 +58,7 @@ DEFAULTS: dict = {
         "val_every": 1000,
         "log_every": 50,
         "keep": 2,
+        "init": None,  # a model file to start from (fine-tuning); its arch and config must match model
     },
 }
 

@@ -18,6 +18,7 @@ from unblur.metrics import psnr_tensor
 from unblur.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    load_model_file,
     save_checkpoint,
     save_model_file,
 )
@@ -83,10 +84,15 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
 
     mcfg = {k: v for k, v in cfg["model"].items() if k != "arch"}
     model = unets.build(cfg["model"]["arch"], mcfg).to(device)
+    if tc["init"]:
+        init, meta = load_model_file(tc["init"])
+        if meta["arch"] != cfg["model"]["arch"] or init.config != model.config:
+            raise ValueError(f"train.init {tc['init']}: its model ({meta['arch']}, {init.config}) differs from the config's")
+        model.load_state_dict(init.state_dict())
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, oc["warmup"], oc["steps"], oc["min_lr"] / oc["lr"])
+        optimizer, lambda s: lr_factor(s, oc["warmup"], oc["steps"], oc["min_lr"] / oc["lr"] if oc["lr"] else 1.0)
     )
     scaler = torch.amp.GradScaler(enabled=amp == "fp16")
 
