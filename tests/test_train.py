@@ -121,3 +121,82 @@ def test_init_starts_from_a_model_file(sharp_folder, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     with pytest.raises(ValueError, match="differs"):
         train(tiny_config(sharp_folder, 1, **{"train.init": start, "model.width": 16}), tmp_path / "c", quiet=True)
+
+
+def test_killed_run_resumes_to_the_same_losses(sharp_folder, tmp_path):
+    """SIGKILL a real training process at an arbitrary moment (possibly mid-checkpoint),
+    resume with --resume auto: the log equals an uninterrupted run's, step for step."""
+    import csv
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from unblur.train.checkpoint import latest_checkpoint
+
+    sets = [
+        f"data.train={sharp_folder}",
+        "data.val=",
+        "data.crop=32",
+        "data.batch=2",
+        "data.workers=0",
+        "model.width=8",
+        "model.enc_blocks=[1,1]",
+        "model.dec_blocks=[1,1]",
+        "model.middle_blocks=1",
+        "optim.steps=40",
+        "optim.warmup=2",
+        "train.device=cpu",
+        "train.ckpt_every=3",
+        "train.log_every=1",
+        "train.tensorboard=false",
+    ]
+
+    def cmd(out):
+        return [sys.executable, "-m", "unblur", "train", "-q", "--out", str(out), "--resume", "auto"] + [
+            a for s in sets for a in ("--set", s)
+        ]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while latest_checkpoint(run) is None or latest_checkpoint(run).name < "ckpt-00000006":
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = latest_checkpoint(run).name
+    assert killed_at < "ckpt-00000040"
+    subprocess.run(cmd(run), env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(cmd(tmp_path / "straight"), env=env, check=True, capture_output=True, timeout=300)
+
+    def losses(folder):
+        rows = list(csv.DictReader((folder / "log.csv").open()))
+        return [(int(r["step"]), r["loss"]) for r in rows]
+
+    assert losses(run) == losses(tmp_path / "straight") and len(losses(run)) == 40
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars(sharp_folder, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny_config(sharp_folder, 4, **{"train.val_every": 2}), tmp_path / "r", quiet=True)
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3, 4]
+    assert [e.step for e in acc.Scalars("val_psnr")] == [2, 4] and "val_ssim" in acc.Tags()["scalars"]
+    config = (tmp_path / "r" / "config.yaml").read_text()
+    assert "val_every: 2" in config  # the resolved config is saved with the run
+
+
+def test_multiscale_backbone_trains_through_the_engine(sharp_folder, tmp_path):
+    """MIMO-UNet+ returns three scales when training; the engine sums the loss over them."""
+    cfg = tiny_config(
+        sharp_folder, 3, **{"model.arch": "mimo-unet-plus", "model.width": 4, "model.num_res": 1, "model.dropout": 0.0}
+    )
+    assert cfg["model"] == {"arch": "mimo-unet-plus", "width": 4, "num_res": 1, "dropout": 0.0}
+    summary = train(cfg, tmp_path / "m", quiet=True)
+    assert len(summary["losses"]) == 3 and all(x > 0 for x in summary["losses"])

@@ -86,18 +86,22 @@ class UniformKernelBlur:
         sharp: torch.Tensor,
         kernels: torch.Tensor,
         noise_sigma: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         padding: str = "reflect",
     ) -> torch.Tensor:
         """Blur a batch of stored (gamma-encoded) images in [0, 1].
 
-        sharp: (B, 3, H, W); kernels: (B, k, k); noise_sigma: (B,).
+        sharp: (B, 3, H, W); kernels: (B, k, k); noise_sigma: (B,); ``generator``: one for the
+        batch's noise, or one per image (an image's noise then does not depend on its batch).
         Returns (B, 3, H', W') in [0, 1]; H' = H - k + 1 with ``padding="valid"``, else H.
         """
         linear = gamma_to_linear(sharp, self.gamma)
         blurred = linear_to_gamma(convolve(linear, kernels, padding), self.gamma)
-        noise = torch.randn(blurred.shape, generator=generator, dtype=blurred.dtype).to(blurred.device)
-        blurred = (blurred + noise * noise_sigma.view(-1, 1, 1, 1).to(blurred)).clamp(0, 1)
+        if isinstance(generator, list):
+            noise = torch.stack([torch.randn(blurred.shape[1:], generator=g, dtype=blurred.dtype) for g in generator])
+        else:
+            noise = torch.randn(blurred.shape, generator=generator, dtype=blurred.dtype)
+        blurred = (blurred + noise.to(blurred.device) * noise_sigma.view(-1, 1, 1, 1).to(blurred)).clamp(0, 1)
         if self.quantise_bits:
             top = 2**self.quantise_bits - 1
             blurred = torch.round(blurred * top) / top

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from unblur.cli import UsageError
@@ -11,7 +12,9 @@ def add_parser(sub) -> None:
     t = sub.add_parser(
         "train",
         help="train a model from a YAML config",
-        description="Train a model. Settings: defaults <- CONFIG <- --set overrides.",
+        description="Train a model. Settings: defaults <- CONFIG <- --set overrides. "
+        "On several GPUs or processes: torchrun --nproc_per_node=N -m unblur train CONFIG ... "
+        "(data.batch is per process).",
     )
     t.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in defaults)")
     t.add_argument(
@@ -44,7 +47,18 @@ def run(args) -> int:
     except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
         raise UsageError(f"config: {err}") from None
     out = Path(args.out) if args.out else Path("runs") / (Path(args.config).stem if args.config else "default")
+    if cfg["stages"]:
+        from unblur.train.stages import train_stages
+
+        if args.stop_at is not None:
+            raise UsageError("--stop-at applies to one-stage configs; a staged run stops and resumes per stage")
+        train_stages(cfg, out, resume=args.resume, quiet=args.quiet)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"trained {len(cfg['stages'])} stages; final model {out / 'last.safetensors'}")
+        return 0
     summary = train(cfg, out, resume=args.resume, quiet=args.quiet, stop_at=args.stop_at)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary is enough
+        return 0
     print(
         f"trained steps {summary['start']}..{summary['steps']} in {summary['seconds']:.0f} s; best val PSNR {summary['best_val_psnr']:.2f} dB; run in {out}"
     )

@@ -68,6 +68,10 @@ def _stack(pairs: list) -> tuple[torch.Tensor, torch.Tensor]:
 class SyntheticPairs(torch.utils.data.Dataset):
     """Item ``s`` is the batch for training step ``s``: ``(blurred, sharp)``, each (B, 3, crop, crop) in [0, 1].
 
+    Sample ``i`` of step ``s`` is drawn from its own generator seeded ``(seed, s, i)``; a
+    dataset with ``offset=o`` returns samples ``o .. o + batch - 1``. So the batches of N
+    data-parallel processes (``offset = rank * batch``) are exactly the halves, thirds...
+    of one process's batch of N * batch, and any run resumes exactly at a step.
     Crops are taken with a margin of context (the largest blur's reach) and blurred with
     no border assumption, so every output pixel saw real scene content. Crops flatter
     than ``min_detail`` are re-drawn (up to 10 times). ``preset`` names one blur preset
@@ -83,8 +87,9 @@ class SyntheticPairs(torch.utils.data.Dataset):
         preset: str = "uniform-kernel",
         min_detail: float = 0.02,
         length: int = 10**9,
+        offset: int = 0,
     ):
-        self.images, self.crop, self.batch, self.seed = images, crop, batch, seed
+        self.images, self.crop, self.batch, self.seed, self.offset = images, crop, batch, seed, offset
         self.specs = presets(preset)
         self.margin = max(spec.margin for spec in self.specs)
         self.min_detail, self.length = min_detail, length
@@ -111,24 +116,24 @@ class SyntheticPairs(torch.utils.data.Dataset):
         return _augment(best, rng)
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, int(step)])
-        m, spec = self.margin, self.specs[0]
-        if len(self.specs) > 1 or not hasattr(spec, "render"):  # one simulation per crop
+        m = self.margin
+        rngs = [np.random.default_rng([self.seed, int(step), self.offset + i]) for i in range(self.batch)]
+        if len(self.specs) > 1 or not hasattr(self.specs[0], "render"):  # one simulation per crop
             pairs = []
-            for _ in range(self.batch):
-                spec = self.specs[int(rng.integers(len(self.specs)))] if len(self.specs) > 1 else spec
+            for rng in rngs:
+                spec = self.specs[int(rng.integers(len(self.specs)))] if len(self.specs) > 1 else self.specs[0]
                 pairs.append(_simulate(spec, self._crop(rng), rng, m))
             return _stack(pairs)
         # a single kernel preset: the whole batch in one grouped convolution (much faster)
-        crops, kernels, sigmas = [], [], []
-        for _ in range(self.batch):
+        spec, crops, kernels, sigmas, gens = self.specs[0], [], [], [], []
+        for rng in rngs:
             crops.append(self._crop(rng))
             draw = spec.sample(rng)
             kernels.append(draw["kernel"])
             sigmas.append(draw["noise_sigma"])
+            gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
         sharp = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        blurred = spec.render(sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), gen, padding="valid")
+        blurred = spec.render(sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), gens, padding="valid")
         return blurred, sharp[..., m:-m, m:-m].contiguous()
 
 

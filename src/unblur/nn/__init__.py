@@ -2,19 +2,41 @@
 
 ``build(arch, config)`` makes a backbone from its name and constructor arguments;
 a model file stores exactly that pair, so any checkpoint can be rebuilt.
+
+Every backbone maps (B, 3, H, W) in [0, 1] to the same shape for any H, W, takes an
+optional ``prior`` (B, prior_dim) that modulates its decoder (BlurDM's fusion, built
+with ``prior_dim > 0``), stores its constructor arguments in ``.config``, and its
+module defines ``PUBLISHED`` (the paper's size), ``TINY`` (for tests) and ``PAPER``
+(the paper's parameter count and MACs at 256x256).
 """
 
 from __future__ import annotations
 
+import importlib
 
-def architectures() -> dict:
-    from unblur.nn.nafnet import NAFNet
+# name -> module under unblur.nn and class; imported on first use (importing unblur stays fast)
+BACKBONES = {
+    "nafnet": ("nafnet", "NAFNet"),
+    "mimo-unet-plus": ("mimounet", "MIMOUNetPlus"),
+    "stripformer": ("stripformer", "Stripformer"),
+}
 
-    return {"nafnet": NAFNet}
+
+# whole methods that wrap a backbone, stored in model files like backbones: name -> module path and class
+METHODS = {"blurdm": ("unblur.methods.blurdm", "BlurDM")}
+
+
+def backbone_module(arch: str):
+    if arch not in BACKBONES:
+        raise ValueError(f"unknown backbone '{arch}' (known: {', '.join(sorted(BACKBONES))})")
+    return importlib.import_module(f"unblur.nn.{BACKBONES[arch][0]}")
 
 
 def build(arch: str, config: dict):
-    archs = architectures()
-    if arch not in archs:
-        raise ValueError(f"unknown architecture '{arch}' (known: {', '.join(sorted(archs))})")
-    return archs[arch](**config)
+    """A backbone or a method by name, from its constructor arguments."""
+    if arch in METHODS:
+        module, cls = METHODS[arch]
+        return getattr(importlib.import_module(module), cls)(**config)
+    if arch not in BACKBONES:
+        raise ValueError(f"unknown architecture '{arch}' (known: {', '.join(sorted([*BACKBONES, *METHODS]))})")
+    return getattr(backbone_module(arch), BACKBONES[arch][1])(**config)

@@ -6,26 +6,17 @@ place of activations, and simplified channel attention. Input and output are
 RGB in [0, 1], shape (B, 3, H, W); the network predicts the residual to the
 input. H and W need not be multiples of anything: the input is padded by
 reflection to a multiple of 2**levels and the output cropped back.
+
+With ``prior_dim > 0`` every decoder block's output is modulated by a prior vector
+(BlurDM's fusion, see :class:`unblur.nn.layers.PriorModulation`).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel dimension of (B, C, H, W), per pixel."""
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+from unblur.nn.layers import LayerNorm2d, PriorModulation, pad_to_multiple
 
 
 class SimpleGate(nn.Module):
@@ -69,10 +60,17 @@ class NAFNet(nn.Module):
 
     width: channels at full resolution (doubled at each of the ``len(enc_blocks)`` levels).
     enc_blocks / dec_blocks: NAFBlocks per level; middle_blocks: at the lowest resolution.
+    prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none).
     """
 
     def __init__(
-        self, width: int = 16, enc_blocks=(1, 1, 1, 8), middle_blocks: int = 1, dec_blocks=(1, 1, 1, 1), in_channels: int = 3
+        self,
+        width: int = 16,
+        enc_blocks=(1, 1, 1, 8),
+        middle_blocks: int = 1,
+        dec_blocks=(1, 1, 1, 1),
+        in_channels: int = 3,
+        prior_dim: int = 0,
     ):
         super().__init__()
         if len(enc_blocks) != len(dec_blocks):
@@ -82,6 +80,7 @@ class NAFNet(nn.Module):
             "enc_blocks": list(enc_blocks),
             "middle_blocks": middle_blocks,
             "dec_blocks": list(dec_blocks),
+            "prior_dim": prior_dim,
         }
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
@@ -96,12 +95,20 @@ class NAFNet(nn.Module):
             self.ups.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)))
             c //= 2
             self.decoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
+        # one modulation per decoder block, kept apart so that weights trained without a prior load as they are
+        self.priors = (
+            nn.ModuleList(
+                nn.ModuleList(PriorModulation(prior_dim, width * 2 ** (len(dec_blocks) - 1 - i)) for _ in range(n))
+                for i, n in enumerate(dec_blocks)
+            )
+            if prior_dim
+            else None
+        )
         self.multiple = 2 ** len(enc_blocks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = -h % self.multiple, -w % self.multiple
-        inp = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 3, H, W) in [0, 1]; prior: (B, prior_dim) or None. Returns (B, 3, H, W)."""
+        inp, (h, w) = pad_to_multiple(x, self.multiple)
         y = self.intro(inp)
         skips = []
         for enc, down in zip(self.encoders, self.downs):
@@ -109,7 +116,17 @@ class NAFNet(nn.Module):
             skips.append(y)
             y = down(y)
         y = self.middle(y)
-        for dec, up, skip in zip(self.decoders, self.ups, reversed(skips)):
-            y = dec(up(y) + skip)
+        for i, (dec, up, skip) in enumerate(zip(self.decoders, self.ups, reversed(skips))):
+            y = up(y) + skip
+            for j, block in enumerate(dec):
+                y = block(y)
+                if self.priors is not None:
+                    y = self.priors[i][j](y, prior)
         y = self.ending(y) + inp
         return y[..., :h, :w]
+
+
+# Sizes: the paper's GoPro model (width 32, 36 blocks) and a tiny one for tests.
+PUBLISHED = {"width": 32, "enc_blocks": [1, 1, 1, 28], "middle_blocks": 1, "dec_blocks": [1, 1, 1, 1]}
+TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
+PAPER = {"params_m": 17.11, "gmacs": 16.25, "source": "Chen et al. 2022, Table (GoPro, NAFNet-32)"}

@@ -40,6 +40,7 @@ DEFAULTS: dict = {
         "val_images": 24,
     },
     "optim": {
+        "optimizer": "adamw",  # or adam
         "lr": 1.0e-3,
         "min_lr": 1.0e-6,
         "weight_decay": 0.0,
@@ -48,7 +49,13 @@ DEFAULTS: dict = {
         "steps": 10000,
         "grad_clip": 0.5,
     },
-    "loss": {"charbonnier_eps": 1.0e-3, "fft_weight": 0.0},
+    "loss": {
+        "pixel": "charbonnier",  # or l1
+        "charbonnier_eps": 1.0e-3,
+        "fft_weight": 0.0,  # 2-D FFT L1 loss (MIMO-UNet, BlurDM use 0.1)
+        "perceptual_weight": 0.0,  # LPIPS; needs its local weight files (see unblur.metrics.lpips)
+        "multiscale": True,  # sum the loss over every output scale of multi-scale backbones
+    },
     "train": {
         "seed": 0,
         "device": "auto",
@@ -58,18 +65,30 @@ DEFAULTS: dict = {
         "val_every": 1000,
         "log_every": 50,
         "keep": 2,
+        "tensorboard": True,  # event files in RUN_DIR/tensorboard when the package is installed
         "init": None,  # a model file to start from (fine-tuning); its arch and config must match model
     },
+    # a multi-stage method (BlurDM): each entry's overrides make one stage's config; the stages run in
+    # order into RUN_DIR/stage-<k>, each starting from the previous one's weights
+    "stages": [],
 }
 
 
+# sections whose keys are a constructor's arguments: any key may be added (the constructor checks them)
+OPEN_SECTIONS = ("model.",)
+
+
 def merge(base: dict, update: dict, path: str = "") -> dict:
-    """Recursively merge ``update`` into a copy of ``base``; unknown keys are an error (typos fail loudly)."""
+    """Recursively merge ``update`` into a copy of ``base``; unknown keys are an error (typos fail
+    loudly), except inside the model section, whose keys are the architecture's own arguments."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         where = f"{path}{key}"
-        if key not in out:
+        if key not in out and not where.startswith(OPEN_SECTIONS):
             raise KeyError(f"unknown config key '{where}'")
+        if key not in out:
+            out[key] = value
+            continue
         if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise TypeError(f"config key '{where}' is a section, got {value!r}")
@@ -93,10 +112,14 @@ def parse_override(text: str) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
-    """DEFAULTS <- YAML file <- overrides."""
+    """DEFAULTS <- YAML file <- overrides. A file or override that changes ``model.arch`` starts
+    the model section afresh (the other architecture's arguments would not fit)."""
     cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        cfg = merge(cfg, _yaml(Path(path).read_text()) or {})
-    for text in overrides:
-        cfg = merge(cfg, parse_override(text))
+    updates = [_yaml(Path(path).read_text()) or {}] if path is not None else []
+    updates += [parse_override(text) for text in overrides]
+    for update in updates:
+        arch = update.get("model", {}).get("arch") if isinstance(update.get("model"), dict) else None
+        if arch is not None and arch != cfg["model"].get("arch"):
+            cfg["model"] = {}
+        cfg = merge(cfg, update)
     return cfg

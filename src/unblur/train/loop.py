@@ -1,20 +1,31 @@
-"""The training loop, readable top to bottom: build, resume, step, validate, checkpoint."""
+"""The training loop, readable top to bottom: build, resume, step, validate, checkpoint.
+
+Runs as one process (``unblur train``) or as N data-parallel processes under
+``torchrun --nproc_per_node=N -m unblur train ...``: each process then trains on its
+own slice of every step's samples (see :class:`SyntheticPairs`), DistributedDataParallel
+averages the gradients, and only rank 0 validates and writes files.
+"""
 
 from __future__ import annotations
 
 import copy
 import csv
+import inspect
 import math
+import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from unblur import nn as unets
+from unblur import nn as backbones
+from unblur.atomic import atomic_write
 from unblur.data.synthetic import SyntheticPairs, fixed_pairs, load_folder
-from unblur.metrics import psnr_tensor
+from unblur.metrics import psnr_tensor, ssim
 from unblur.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -22,14 +33,16 @@ from unblur.train.checkpoint import (
     save_checkpoint,
     save_model_file,
 )
-from unblur.train.losses import charbonnier, fft_l1
+from unblur.train.losses import ImageLoss
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -53,16 +66,93 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 @torch.no_grad()
 def validate(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Tensor, device, chunk: int = 4) -> float:
     """Mean 8-bit RGB PSNR of ``model`` on a fixed validation batch."""
+    return validate_full(model, blurred, sharp, device, chunk)["psnr"]
+
+
+@torch.no_grad()
+def validate_full(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Tensor, device, chunk: int = 4) -> dict:
+    """Mean PSNR (8-bit RGB) and SSIM (BasicSR variant) of ``model`` on a fixed validation batch."""
     model.eval()
-    scores = []
+    psnrs, ssims = [], []
     for i in range(0, len(blurred), chunk):
-        out = model(blurred[i : i + chunk].to(device)).float().cpu()
-        scores.append(psnr_tensor(out, sharp[i : i + chunk]))
-    return float(torch.cat(scores).mean())
+        target = sharp[i : i + chunk]
+        extra = (target.to(device),) if getattr(model, "needs_sharp", False) else ()  # BlurDM stage 1
+        out = model(blurred[i : i + chunk].to(device), *extra).float().clamp(0, 1).cpu()
+        psnrs.append(psnr_tensor(out, target))
+        ssims += [ssim(o.permute(1, 2, 0).numpy(), t.permute(1, 2, 0).numpy()) for o, t in zip(out, target)]
+    return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(np.mean(ssims))}
+
+
+def same_network(a: dict, b: dict) -> bool:
+    """Two model configs describe the same weights (a method's training stage does not matter)."""
+    return {k: v for k, v in a.items() if k != "stage"} == {k: v for k, v in b.items() if k != "stage"}
 
 
 def worker_init(_):
     torch.set_num_threads(1)  # data workers share the cores with the training process
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if torch.cuda.is_available() and os.environ.get("UNBLUR_DDP_BACKEND") != "gloo" else "gloo"
+        )
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def checksums(model: torch.nn.Module, world: int) -> list[float]:
+    """Each rank's sum of |parameters| (float64): data-parallel replicas must agree exactly."""
+    mine = torch.tensor([sum(p.detach().double().abs().sum().item() for p in model.parameters())], dtype=torch.float64)
+    if world == 1:
+        return [mine.item()]
+    if dist.get_backend() == "nccl":
+        mine = mine.to(next(model.parameters()).device)
+    everyone = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(everyone, mine)
+    return [t.item() for t in everyone]
+
+
+class Logger:
+    """CSV log (always) and TensorBoard event files (when the tensorboard package is installed)."""
+
+    FIELDS = ("step", "loss", "lr", "val_psnr", "val_ssim", "seconds")
+
+    def __init__(self, run_dir: Path, start: int, tensorboard: bool, quiet: bool):
+        path = run_dir / "log.csv"
+        fresh = start == 0 or not path.exists()
+        if not fresh:  # a run killed after its last checkpoint logged steps that will now be redone
+            rows = list(csv.reader(path.open(newline="")))
+            with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= start])
+        self.file = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 (closed by close())
+        self.csv = csv.writer(self.file)
+        if fresh:
+            self.csv.writerow(self.FIELDS)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                if not quiet:
+                    print("note: tensorboard is not installed (pip install 'unblur[train]'); logging to log.csv only")
+
+    def write(self, row: dict) -> None:
+        self.csv.writerow([row.get(k, "") for k in self.FIELDS])
+        self.file.flush()
+        if self.tb is not None:
+            for key in ("loss", "lr", "val_psnr", "val_ssim"):
+                if row.get(key, "") != "":
+                    self.tb.add_scalar(key, float(row[key]), row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool = False, stop_at: int | None = None) -> dict:
@@ -71,30 +161,42 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     ``stop_at`` ends the run after that step with a checkpoint, as if interrupted
     there (the schedule still spans ``optim.steps``): train in chunks with ``--resume auto``.
     """
+    rank, world, local_rank = distributed()
+    main = rank == 0
+    quiet = quiet or not main
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     tc, oc, dc = cfg["train"], cfg["optim"], cfg["data"]
-    device = pick_device(tc["device"])
-    torch.manual_seed(tc["seed"])
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))  # the resolved config
+    device = pick_device(tc["device"], local_rank)
+    torch.manual_seed(tc["seed"])  # the same initial weights on every rank
     if device.type == "cuda":
+        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     amp = tc["amp"] if tc["amp"] != "auto" else ("bf16" if device.type == "cuda" else "none")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
-    mcfg = {k: v for k, v in cfg["model"].items() if k != "arch"}
-    model = unets.build(cfg["model"]["arch"], mcfg).to(device)
+    arch = cfg["model"]["arch"]
+    model = backbones.build(arch, {k: v for k, v in cfg["model"].items() if k != "arch"}).to(device)
     if tc["init"]:
         init, meta = load_model_file(tc["init"])
-        if meta["arch"] != cfg["model"]["arch"] or init.config != model.config:
+        if meta["arch"] != arch or not same_network(init.config, model.config):
             raise ValueError(f"train.init {tc['init']}: its model ({meta['arch']}, {init.config}) differs from the config's")
         model.load_state_dict(init.state_dict())
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
+    optim_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[oc["optimizer"]]
+    trainable = [p for p in model.parameters() if p.requires_grad]  # methods freeze parts per stage
+    optimizer = optim_class(trainable, lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, oc["warmup"], oc["steps"], oc["min_lr"] / oc["lr"] if oc["lr"] else 1.0)
     )
     scaler = torch.amp.GradScaler(enabled=amp == "fp16")
+    image_loss = ImageLoss(cfg["loss"], device)
+    # multi-scale backbones (MIMO-UNet+) return every scale when asked: forward(x, all_scales=True)
+    takes = inspect.signature(model.forward).parameters
+    multiscale = cfg["loss"]["multiscale"] and "all_scales" in takes
+    computes_loss = "image_loss" in takes  # methods (BlurDM) compute their stage's loss themselves
 
     start, best = 0, -float("inf")
     ckpt = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
@@ -103,43 +205,46 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         start, best = state["step"], state.get("best", best)
         if not quiet:
             print(f"resumed from {ckpt} at step {start}")
+    # wrapped after loading, so every rank starts from the same (loaded) weights
+    net = (
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        if world > 1
+        else model
+    )
 
-    train_set = SyntheticPairs(load_folder(dc["train"]), dc["crop"], dc["batch"], tc["seed"], dc["preset"])
-    val_images = load_folder(dc["val"])[: dc["val_images"]] if dc.get("val") else []
+    # each rank makes its slice of every step's samples: the same data as one process with world x batch
+    train_set = SyntheticPairs(
+        load_folder(dc["train"]), dc["crop"], dc["batch"], tc["seed"], dc["preset"], offset=rank * dc["batch"]
+    )
+    val_images = load_folder(dc["val"])[: dc["val_images"]] if dc.get("val") and main else []
     val_blur, val_sharp = fixed_pairs(val_images, dc["val_crop"], seed=1234, preset=dc["preset"]) if val_images else (None, None)
+    last = min(oc["steps"], stop_at or oc["steps"])
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=None,
-        sampler=range(start, min(oc["steps"], stop_at or oc["steps"])),
+        sampler=range(start, last),
         num_workers=dc["workers"],
         worker_init_fn=worker_init,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if dc["workers"] else None,
         persistent_workers=False,
     )
-    log_path = run_dir / "log.csv"
-    new_log = not log_path.exists() or start == 0
-    log = open(log_path, "w" if new_log else "a", newline="")
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "loss", "lr", "val_psnr", "seconds"])
+    log = Logger(run_dir, start, tc["tensorboard"], quiet) if main else None
     losses, history, t0 = [], [], time.time()
-    bar = tqdm(total=oc["steps"], initial=start, disable=quiet, dynamic_ncols=True, desc="train")
-    model.train()
-    step = start
+    bar = tqdm(total=oc["steps"], initial=start, disable=quiet, dynamic_ncols=True, desc="train", unit="step")
+    net.train()
     for step, (blurred, sharp) in enumerate(loader, start=start):
         blurred, sharp = blurred.to(device, non_blocking=True), sharp.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            pred = model(blurred)
-        pred = pred.float()
-        loss = charbonnier(pred, sharp, cfg["loss"]["charbonnier_eps"])
-        if cfg["loss"]["fft_weight"]:
-            loss = loss + cfg["loss"]["fft_weight"] * fft_l1(pred, sharp)
+            if computes_loss:
+                loss = net(blurred, sharp, image_loss=image_loss)
+            else:
+                loss = image_loss(net(blurred, all_scales=True) if multiscale else net(blurred), sharp)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         if oc["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), oc["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(trainable, oc["grad_clip"])
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -149,35 +254,31 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         history.append(losses[-1])
         bar.update(1)
         done = step + 1
-        val = ""
+        row = {}
         if val_blur is not None and (done % tc["val_every"] == 0 or done == oc["steps"]):
-            val = validate(ema, val_blur, val_sharp, device)
-            if val > best:
-                best = val
-                save_model_file(run_dir / "best.safetensors", ema, cfg["model"]["arch"], {"step": done, "val_psnr": val})
-        if done % tc["log_every"] == 0 or val != "" or done == oc["steps"]:
+            scores = validate_full(ema, val_blur, val_sharp, device)
+            row = {"val_psnr": f"{scores['psnr']:.3f}", "val_ssim": f"{scores['ssim']:.4f}"}
+            if scores["psnr"] > best:
+                best = scores["psnr"]
+                save_model_file(run_dir / "best.safetensors", ema, arch, {"step": done, "val_psnr": best})
+        if main and (done % tc["log_every"] == 0 or row or done == oc["steps"]):
             mean = sum(losses) / len(losses)
-            writer.writerow(
-                [
-                    done,
-                    f"{mean:.6f}",
-                    f"{scheduler.get_last_lr()[0]:.3e}",
-                    f"{val:.3f}" if val != "" else "",
-                    f"{time.time() - t0:.1f}",
-                ]
-            )
-            log.flush()
-            bar.set_postfix(loss=f"{mean:.4f}", **({"val": f"{val:.2f}"} if val != "" else {}))
+            lr = scheduler.get_last_lr()[0]
+            log.write({"step": done, "loss": f"{mean:.6f}", "lr": f"{lr:.3e}", "seconds": f"{time.time() - t0:.1f}", **row})
+            bar.set_postfix(loss=f"{mean:.4f}", **({"val": row["val_psnr"]} if row else {}))
             losses = []
         if done % tc["ckpt_every"] == 0 or done in (oc["steps"], stop_at):
-            save_checkpoint(run_dir, done, model, ema, optimizer, scheduler, {"best": best}, keep=tc["keep"])
-            save_model_file(run_dir / "last.safetensors", ema, cfg["model"]["arch"], {"step": done})
+            sums = checksums(model, world)  # every rank takes part in the gather
+            if len(set(sums)) > 1:
+                raise RuntimeError(f"data-parallel replicas diverged at step {done}: {sums}")
+            if main:
+                save_checkpoint(
+                    run_dir, done, model, ema, optimizer, scheduler, {"best": best, "rank_checksums": sums}, keep=tc["keep"]
+                )
+                save_model_file(run_dir / "last.safetensors", ema, arch, {"step": done})
     bar.close()
-    log.close()
-    return {
-        "start": start,
-        "steps": min(oc["steps"], stop_at or oc["steps"]),
-        "losses": history,
-        "best_val_psnr": best,
-        "seconds": time.time() - t0,
-    }
+    if log is not None:
+        log.close()
+    if world > 1:
+        dist.barrier()  # nobody leaves before rank 0 has written the last checkpoint
+    return {"start": start, "steps": last, "losses": history, "best_val_psnr": best, "seconds": time.time() - t0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -10,7 +11,47 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> 
     return torch.sqrt((pred - target) ** 2 + eps**2).mean()
 
 
+def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).abs().mean()
+
+
 def fft_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 distance between 2-D spectra (real and imaginary parts), as in MIMO-UNet."""
+    """L1 distance between the 2-D spectra (real and imaginary parts) of each channel, as in MIMO-UNet."""
     a, b = torch.fft.rfft2(pred.float()), torch.fft.rfft2(target.float())
     return (torch.view_as_real(a) - torch.view_as_real(b)).abs().mean()
+
+
+def downscale_like(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """The target at a coarse output's size (area averaging, as the coarse inputs are made)."""
+    return target if target.shape[-2:] == pred.shape[-2:] else F.interpolate(target, size=pred.shape[-2:], mode="area")
+
+
+class ImageLoss:
+    """The configured image loss: ``pixel`` (charbonnier | l1) + fft_weight * FFT L1
+    + perceptual_weight * LPIPS (only with local LPIPS weights, see :mod:`unblur.metrics.lpips`),
+    summed over a list of multi-scale outputs (finest first) when the model gives several.
+    """
+
+    def __init__(self, cfg: dict, device):
+        if cfg["pixel"] not in ("charbonnier", "l1"):
+            raise ValueError(f"loss.pixel must be charbonnier or l1, got {cfg['pixel']!r}")
+        self.cfg = cfg
+        self.perceptual = None
+        if cfg["perceptual_weight"]:
+            from unblur.metrics.lpips import load_lpips
+
+            self.perceptual = load_lpips(device).requires_grad_(False)  # raises with the reason when absent
+
+    def single(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        loss = charbonnier(pred, target, c["charbonnier_eps"]) if c["pixel"] == "charbonnier" else l1(pred, target)
+        if c["fft_weight"]:
+            loss = loss + c["fft_weight"] * fft_l1(pred, target)
+        if self.perceptual is not None:
+            loss = loss + c["perceptual_weight"] * self.perceptual(pred, target).mean()
+        return loss
+
+    def __call__(self, preds, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(preds, torch.Tensor):
+            return self.single(preds.float(), target)
+        return sum(self.single(p.float(), downscale_like(target, p)) for p in preds)

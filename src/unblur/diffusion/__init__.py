@@ -1,0 +1,1 @@
+"""Diffusion schedules and samplers shared by the methods (schedules are plain objects, samplers plain functions)."""

@@ -1,0 +1,183 @@
+"""BlurDM (He et al., NeurIPS 2025): a blur-aware diffusion prior plugged into a deblurring backbone.
+
+Two encoders map images to a 256-d prior z: the Sharp Encoder SE(blurred, sharp) sees the
+answer (training only), the Blur Encoder BE(blurred) does not. A short latent diffusion
+(:mod:`unblur.diffusion.blur_diffusion`) walks from BE's latent back towards SE's with two
+small estimators (blur residual and noise), and the result modulates every decoder block
+of the backbone (x * k + v, :class:`unblur.nn.layers.PriorModulation`).
+
+Training has three stages (``stage`` picks what trains and which loss applies):
+1. backbone + SE with the image loss (the prior comes from SE);
+2. BE + estimators with SE frozen: latent Charbonnier loss between the T-step sample and SE's z;
+3. backbone + BE + estimators with the image loss (the prior comes from the diffusion).
+Inference is BE -> T reverse steps -> backbone, as in stage 3.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unblur.diffusion.blur_diffusion import BlurSchedule, sample
+from unblur.train.losses import charbonnier
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int, norm: bool):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.BatchNorm2d(c) if norm else nn.Identity(),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.BatchNorm2d(c) if norm else nn.Identity(),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class PriorEncoder(nn.Module):
+    """Images -> prior vector. ``inputs`` RGB images (1 for BE, 2 for SE) in [0, 1], each (B, 3, H, W),
+    are pixel-unshuffled by 4 and concatenated (48 channels each), then conv -> ``blocks`` residual
+    blocks -> convs c -> 2c -> 2c -> dim -> global average pool -> MLP. Returns (B, dim).
+    The authors' sizes: c = 64, 6 blocks, dim = 256; SE has BatchNorm, BE has none."""
+
+    def __init__(self, inputs: int, channels: int = 64, blocks: int = 6, dim: int = 256, norm: bool = False):
+        super().__init__()
+        c = channels
+        act = nn.LeakyReLU(0.1, inplace=True)
+        self.body = nn.Sequential(
+            nn.Conv2d(48 * inputs, c, 3, padding=1),
+            act,
+            *[ResBlock(c, norm) for _ in range(blocks)],
+            nn.Conv2d(c, 2 * c, 3, padding=1),
+            act,
+            nn.Conv2d(2 * c, 2 * c, 3, padding=1),
+            act,
+            nn.Conv2d(2 * c, dim, 3, padding=1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), act, nn.Linear(dim, dim))
+
+    def forward(self, *images: torch.Tensor) -> torch.Tensor:
+        h, w = images[0].shape[-2:]
+        # pixel-unshuffle needs multiples of 4: replicate the last rows/columns (the pool averages anyway)
+        padded = [F.pad(x, (0, -w % 4, 0, -h % 4), mode="replicate") for x in images]
+        return self.mlp(self.body(torch.cat([F.pixel_unshuffle(x, 4) for x in padded], dim=1)))
+
+
+class Estimator(nn.Module):
+    """An MLP on [z_blur, t / T, z_t] -> (B, dim): one for the blur residual, one for the noise."""
+
+    def __init__(self, dim: int = 256, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(2 * dim + 1, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Linear(hidden, dim),
+        )
+
+    def forward(self, z_blur: torch.Tensor, level: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z_blur, level, z_t], dim=1))
+
+
+class BlurDM(nn.Module):
+    """A backbone with BlurDM's prior. ``forward(blurred, sharp=None)`` -> (B, 3, H, W) in [0, 1].
+
+    backbone / backbone_config: any backbone of :mod:`unblur.nn` (built with ``prior_dim=dim``).
+    encoder_channels / encoder_blocks / dim / estimator_hidden: sizes (authors: 64 / 6 / 256 / 256).
+    steps, alpha_end, beta_end: the :class:`BlurSchedule`. stage: 1, 2 or 3 (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "nafnet",
+        backbone_config: dict | None = None,
+        encoder_channels: int = 64,
+        encoder_blocks: int = 6,
+        dim: int = 256,
+        estimator_hidden: int = 256,
+        steps: int = 5,
+        alpha_end: float = 2.0,
+        beta_end: float = 0.02,
+        stage: int = 3,
+    ):
+        super().__init__()
+        from unblur import nn as backbones
+
+        backbone_config = {k: v for k, v in (backbone_config or {}).items() if k != "prior_dim"}
+        self.config = {
+            "backbone": backbone,
+            "backbone_config": backbone_config,
+            "encoder_channels": encoder_channels,
+            "encoder_blocks": encoder_blocks,
+            "dim": dim,
+            "estimator_hidden": estimator_hidden,
+            "steps": steps,
+            "alpha_end": alpha_end,
+            "beta_end": beta_end,
+            "stage": stage,
+        }
+        self.backbone = backbones.build(backbone, {**backbone_config, "prior_dim": dim})
+        self.sharp_encoder = PriorEncoder(2, encoder_channels, encoder_blocks, dim, norm=True)
+        self.blur_encoder = PriorEncoder(1, encoder_channels, encoder_blocks, dim, norm=False)
+        self.residual_net = Estimator(dim, estimator_hidden)
+        self.noise_net = Estimator(dim, estimator_hidden)
+        self.schedule = BlurSchedule(steps, alpha_end, beta_end)
+        self.set_stage(stage)
+
+    # -- stages -----------------------------------------------------------------------------
+    def trained_parts(self) -> list[nn.Module]:
+        diffusion = [self.blur_encoder, self.residual_net, self.noise_net]
+        return {1: [self.backbone, self.sharp_encoder], 2: diffusion, 3: [self.backbone, *diffusion]}[self.stage]
+
+    def set_stage(self, stage: int) -> None:
+        """Freeze everything the stage does not train (frozen parts also stay in eval mode: BN statistics)."""
+        if stage not in (1, 2, 3):
+            raise ValueError(f"BlurDM stage must be 1, 2 or 3, got {stage}")
+        self.stage = self.config["stage"] = stage
+        self.requires_grad_(False)
+        for part in self.trained_parts():
+            part.requires_grad_(True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            trained = {id(m) for part in self.trained_parts() for m in part.modules()}
+            for m in self.modules():
+                if id(m) not in trained and m is not self:
+                    m.eval()
+        return self
+
+    @property
+    def needs_sharp(self) -> bool:
+        """Stage 1 restores with SE's prior, which needs the sharp image (validation passes it)."""
+        return self.stage == 1
+
+    # -- the prior and the restoration ----------------------------------------------------------
+    def diffused_prior(self, blurred: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """BE(blurred) -> T reverse steps -> z_0, (B, dim). ``noise`` for z_T (training); None = mean path."""
+        z_blur = self.blur_encoder(blurred)
+        return sample(self.schedule, self.residual_net, self.noise_net, z_blur, noise)
+
+    def forward(self, blurred: torch.Tensor, sharp: torch.Tensor | None = None, image_loss=None):
+        """Restore ``blurred`` (B, 3, H, W) in [0, 1]. With ``image_loss`` (training) returns the
+        stage's loss instead: the image loss of the restoration, or in stage 2 the latent loss."""
+        if self.stage == 1:
+            if sharp is None:
+                raise ValueError("BlurDM stage 1 restores with the sharp encoder's prior: it needs the sharp image")
+            prior = self.sharp_encoder(blurred, sharp)
+        else:
+            noise = torch.randn(blurred.shape[0], self.config["dim"], device=blurred.device) if self.training else None
+            prior = self.diffused_prior(blurred, noise)
+            if self.stage == 2 and image_loss is not None:
+                with torch.no_grad():
+                    target = self.sharp_encoder(blurred, sharp)
+                return charbonnier(prior, target)
+        out = self.backbone(blurred, prior)
+        return image_loss(out, sharp) if image_loss is not None else out

@@ -1,0 +1,53 @@
+"""Layers shared by the backbones: channel LayerNorm, reflection padding to a multiple, prior modulation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel dimension of (B, C, H, W), per pixel."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+class PriorModulation(nn.Module):
+    """BlurDM's fusion of a prior vector into a feature map: x <- x * k + v, (k, v) = Linear(prior_dim -> 2C)(z).
+
+    We write the scale as k = 1 + k' with the Linear zero-initialised, so a freshly
+    added prior path is the identity and a trained backbone keeps its output until
+    the prior learns something (the authors' code starts from random k, v).
+    x: (B, C, H, W); prior: (B, prior_dim) or None (no modulation).
+    """
+
+    def __init__(self, prior_dim: int, channels: int):
+        super().__init__()
+        self.linear = nn.Linear(prior_dim, 2 * channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        if prior is None:
+            return x
+        k, v = self.linear(prior).to(x.dtype)[..., None, None].chunk(2, dim=1)
+        return x * (1 + k) + v
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad the bottom/right of (B, C, H, W) to multiples of ``multiple``; returns the padded
+    tensor and the original (H, W) to crop back to."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        # reflection needs the pad to be smaller than the side: replicate for tiny inputs
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+    return x, (h, w)

@@ -1,0 +1,151 @@
+"""BlurDM: the dual diffusion's closed form and exact reverse, the stages, the one-command training."""
+
+import pytest
+import torch
+
+from unblur.diffusion.blur_diffusion import BlurSchedule, sample
+from unblur.methods.blurdm import BlurDM
+
+TINY = {
+    "backbone": "nafnet",
+    "backbone_config": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]},
+    "encoder_channels": 8,
+    "encoder_blocks": 1,
+    "dim": 16,
+    "estimator_hidden": 32,
+}
+
+
+def test_schedule_matches_the_authors_numbers():
+    s = BlurSchedule()
+    assert torch.allclose(s.alphas, torch.tensor([1.0, 1.2, 1.4, 1.6, 1.8, 2.0], dtype=torch.float64))
+    assert torch.allclose(s.betas[1:], torch.tensor([0.0, 0.005, 0.01, 0.015, 0.02], dtype=torch.float64))
+    # bbeta_T^2 = sum_i (alpha_{i-1} / alpha_T)^2 beta_i, by hand
+    by_hand = sum((a / 2.0) ** 2 * b for a, b in zip([1.0, 1.2, 1.4, 1.6, 1.8], [0.0, 0.005, 0.01, 0.015, 0.02]))
+    assert s.bar_betas[-1].item() == pytest.approx(by_hand**0.5, rel=1e-12) and s.bar_betas[0] == 0
+
+
+def test_closed_form_forward_equals_the_simulated_chain():
+    """Simulate z_t step by step with fresh noise; z_t's mean and spread match the closed form."""
+    s = BlurSchedule()
+    gen = torch.Generator().manual_seed(0)
+    n, d = 20000, 4
+    z0 = torch.randn(1, d, generator=gen, dtype=torch.float64).expand(n, d)
+    residuals = [torch.randn(1, d, generator=gen, dtype=torch.float64) * 0.3 for _ in range(s.steps)]
+    z = z0
+    for t in range(1, s.steps + 1):
+        z = s.forward_step(z, t, residuals[t - 1], torch.randn(n, d, generator=gen, dtype=torch.float64))
+    total = sum(residuals)
+    expected_mean = s.marginal(z0[:1], total, s.steps, torch.zeros(1, d, dtype=torch.float64))
+    assert torch.allclose(z.mean(0, keepdim=True), expected_mean, atol=4 * s.bar_betas[-1].item() / n**0.5)
+    assert z.std(0).mean().item() == pytest.approx(s.bar_betas[-1].item(), rel=0.02)
+    # z_T's mean is the blurred latent when the residuals add up to alpha_T * z_blur - z_0
+    z_blur = torch.randn(1, d, dtype=torch.float64)
+    eps = torch.randn(1, d, dtype=torch.float64)
+    zt = s.marginal(z0[:1], s.alphas[-1] * z_blur - z0[:1], s.steps, eps)
+    assert torch.allclose(zt, z_blur + s.bar_betas[-1] * eps)
+
+
+def test_reverse_chain_with_perfect_estimators_returns_the_sharp_latent():
+    s = BlurSchedule()
+    gen = torch.Generator().manual_seed(1)
+    z0, eps = torch.randn(3, 8, generator=gen, dtype=torch.float64), torch.randn(3, 8, generator=gen, dtype=torch.float64)
+    z_blur = torch.randn(3, 8, generator=gen, dtype=torch.float64)
+    # residuals: the extra exposure split evenly over the steps (any split works)
+    e_total = s.alphas[-1] * z_blur - z0
+    share = (s.alphas[1:] - s.alphas[:-1]) / (s.alphas[-1] - 1)
+    residual = {t: share[t - 1] * e_total for t in range(1, s.steps + 1)}
+
+    def residual_net(zb, level, z_t):
+        return residual[round(level[0, 0].item() * s.steps)]
+
+    def noise_net(zb, level, z_t):
+        return eps
+
+    out = sample(s, residual_net, noise_net, z_blur, noise=eps)
+    assert torch.allclose(out, z0, atol=1e-12)
+    wrong = sample(s, residual_net, lambda *a: torch.zeros_like(eps), z_blur, noise=eps)
+    assert not torch.allclose(wrong, z0, atol=1e-3)  # the noise estimate matters
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_each_stage_trains_only_its_parts_and_reduces_its_loss(stage):
+    from unblur.train.config import DEFAULTS
+    from unblur.train.losses import ImageLoss
+
+    torch.manual_seed(0)
+    model = BlurDM(**TINY, stage=stage).train()
+    image_loss = ImageLoss(DEFAULTS["loss"], "cpu")
+    sharp = torch.rand(4, 3, 32, 32)
+    blurred = torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False)
+    frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    losses = []
+    for _ in range(15):
+        torch.manual_seed(0)  # the same z_T noise each step: a fixed batch, a fixed problem
+        loss = model(blurred, sharp, image_loss=image_loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert frozen and all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    if stage == 2:
+        assert all(n.startswith(("backbone.", "sharp_encoder.")) for n in frozen) and any(
+            n.startswith("sharp_encoder.") for n in frozen
+        )
+        se_bn = [m for m in model.sharp_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert se_bn and not any(m.training for m in se_bn)  # frozen SE keeps its BatchNorm statistics too
+
+
+def test_inference_is_deterministic_and_needs_no_sharp_image():
+    model = BlurDM(**TINY, stage=3).eval()
+    x = torch.rand(1, 3, 37, 29)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert a.shape == x.shape and torch.equal(a, b)
+    with pytest.raises(ValueError, match="sharp"):
+        BlurDM(**TINY, stage=1).eval()(x)
+
+
+def test_three_stages_run_as_one_resumable_command(sharp_folder, tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from unblur.train.checkpoint import read_model_meta
+
+    config = tmp_path / "blurdm.yaml"
+    config.write_text(
+        f"""
+model: {{arch: blurdm, backbone: nafnet, encoder_channels: 8, encoder_blocks: 1, dim: 16, estimator_hidden: 32,
+        backbone_config: {{width: 8, enc_blocks: [1, 1], middle_blocks: 1, dec_blocks: [1, 1]}}}}
+data: {{train: {sharp_folder}, val: {sharp_folder}, crop: 32, batch: 2, workers: 0, val_crop: 32, val_images: 2}}
+optim: {{warmup: 1}}
+train: {{device: cpu, ckpt_every: 2, val_every: 2, tensorboard: false}}
+stages:
+  - {{model: {{stage: 1}}, optim: {{steps: 3, lr: 1.0e-3}}}}
+  - {{model: {{stage: 2}}, optim: {{steps: 3, lr: 1.0e-3}}}}
+  - {{model: {{stage: 3}}, optim: {{steps: 2, lr: 1.0e-4}}}}
+"""
+    )
+    cmd = [sys.executable, "-m", "unblur", "train", str(config), "--out", str(tmp_path / "run"), "-q", "--resume", "auto"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    run = tmp_path / "run"
+    assert [read_model_meta(run / f"stage-{k}" / "last.safetensors")["config"]["stage"] for k in (1, 2, 3)] == [1, 2, 3]
+    s1, s2 = load_file(str(run / "stage-1" / "last.safetensors")), load_file(str(run / "stage-2" / "last.safetensors"))
+    se = [k for k in s1 if k.startswith("sharp_encoder.")]
+    assert se and all(torch.equal(s1[k], s2[k]) for k in se)  # stage 2 leaves SE unchanged
+    assert any(not torch.equal(s1[k], s2[k]) for k in s1 if k.startswith("blur_encoder."))
+    # the final model restores photos with no sharp image
+    from unblur.restore import Restorer
+
+    out = Restorer(run / "last.safetensors", device="cpu").restore(torch.rand(40, 30, 3).numpy())
+    assert out.shape == (40, 30, 3)
+    # everything done: a second call finds every stage finished and trains nothing
+    logs = [(run / f"stage-{k}" / "log.csv").read_text() for k in (1, 2, 3)]
+    stamps = [(run / f"stage-{k}" / "last.safetensors").stat().st_mtime_ns for k in (1, 2, 3)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    assert logs == [(run / f"stage-{k}" / "log.csv").read_text() for k in (1, 2, 3)]
+    assert stamps == [(run / f"stage-{k}" / "last.safetensors").stat().st_mtime_ns for k in (1, 2, 3)]
