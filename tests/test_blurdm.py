@@ -149,3 +149,19 @@ stages:
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
     assert logs == [(run / f"stage-{k}" / "log.csv").read_text() for k in (1, 2, 3)]
     assert stamps == [(run / f"stage-{k}" / "last.safetensors").stat().st_mtime_ns for k in (1, 2, 3)]
+
+
+def test_whole_image_prior_is_computed_tile_by_tile():
+    model = BlurDM(**TINY, stage=3).eval()
+    x = torch.rand(1, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(model.image_prior(x, tile=512), model.diffused_prior(x), atol=1e-6)
+        # tiles of 32x32 and 32x16, averaged by area (the global pool of the whole, up to tile borders)
+        pooled = model.blur_encoder.pooled
+        big = pooled(x[..., :32, :32]) + pooled(x[..., 32:, :32])
+        small = pooled(x[..., :32, 32:]) + pooled(x[..., 32:, 32:])
+        expected = model.blur_encoder.mlp((big * 1024 + small * 512) / (64 * 48))
+        z = model.image_prior(x, tile=32)
+    from unblur.diffusion.blur_diffusion import sample
+
+    assert torch.allclose(z, sample(model.schedule, model.residual_net, model.noise_net, expected), atol=1e-6)

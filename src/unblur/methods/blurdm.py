@@ -15,6 +15,8 @@ Inference is BE -> T reverse steps -> backbone, as in stage 3.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,11 +64,15 @@ class PriorEncoder(nn.Module):
         )
         self.mlp = nn.Sequential(nn.Linear(dim, dim), act, nn.Linear(dim, dim))
 
-    def forward(self, *images: torch.Tensor) -> torch.Tensor:
+    def pooled(self, *images: torch.Tensor) -> torch.Tensor:
+        """The globally averaged features before the MLP, (B, dim)."""
         h, w = images[0].shape[-2:]
         # pixel-unshuffle needs multiples of 4: replicate the last rows/columns (the pool averages anyway)
         padded = [F.pad(x, (0, -w % 4, 0, -h % 4), mode="replicate") for x in images]
-        return self.mlp(self.body(torch.cat([F.pixel_unshuffle(x, 4) for x in padded], dim=1)))
+        return self.body(torch.cat([F.pixel_unshuffle(x, 4) for x in padded], dim=1))
+
+    def forward(self, *images: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.pooled(*images))
 
 
 class Estimator(nn.Module):
@@ -165,9 +171,31 @@ class BlurDM(nn.Module):
         z_blur = self.blur_encoder(blurred)
         return sample(self.schedule, self.residual_net, self.noise_net, z_blur, noise)
 
-    def forward(self, blurred: torch.Tensor, sharp: torch.Tensor | None = None, image_loss=None):
+    @torch.no_grad()
+    def image_prior(self, blurred: torch.Tensor, tile: int = 512) -> torch.Tensor:
+        """One prior for a whole (1, 3, H, W) image of any size, with memory bounded by ``tile``:
+        BE's pooled features are averaged over tiles (weighted by area; the global average pool
+        makes this the whole image's pool up to tile borders), then the MLP and the diffusion."""
+        h, w = blurred.shape[-2:]
+        total, area = 0.0, 0
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                part = blurred[..., y : y + tile, x : x + tile]
+                n = part.shape[-2] * part.shape[-1]
+                total = total + self.blur_encoder.pooled(part) * n
+                area += n
+        z_blur = self.blur_encoder.mlp(total / area)
+        return sample(self.schedule, self.residual_net, self.noise_net, z_blur)
+
+    def forward(
+        self, blurred: torch.Tensor, sharp: torch.Tensor | None = None, image_loss=None, prior: torch.Tensor | None = None
+    ):
         """Restore ``blurred`` (B, 3, H, W) in [0, 1]. With ``image_loss`` (training) returns the
-        stage's loss instead: the image loss of the restoration, or in stage 2 the latent loss."""
+        stage's loss instead: the image loss of the restoration, or in stage 2 the latent loss.
+        ``prior`` (B or 1, dim), when given, replaces the one computed from ``blurred`` (a whole
+        image's prior for one of its tiles, see :meth:`image_prior`)."""
+        if prior is not None:
+            return self.backbone(blurred, prior.expand(blurred.shape[0], -1))
         if self.stage == 1:
             if sharp is None:
                 raise ValueError("BlurDM stage 1 restores with the sharp encoder's prior: it needs the sharp image")
@@ -179,5 +207,9 @@ class BlurDM(nn.Module):
                 with torch.no_grad():
                     target = self.sharp_encoder(blurred, sharp)
                 return charbonnier(prior, target)
-        out = self.backbone(blurred, prior)
-        return image_loss(out, sharp) if image_loss is not None else out
+        if image_loss is None:
+            return self.backbone(blurred, prior)
+        # multi-scale backbones (MIMO-UNet+) are trained on every scale, as they are without BlurDM
+        if "all_scales" in inspect.signature(self.backbone.forward).parameters and image_loss.cfg["multiscale"]:
+            return image_loss(self.backbone(blurred, prior, all_scales=True), sharp)
+        return image_loss(self.backbone(blurred, prior), sharp)

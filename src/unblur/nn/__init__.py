@@ -19,6 +19,8 @@ BACKBONES = {
     "nafnet": ("nafnet", "NAFNet"),
     "mimo-unet-plus": ("mimounet", "MIMOUNetPlus"),
     "stripformer": ("stripformer", "Stripformer"),
+    "fftformer": ("fftformer", "FFTformer"),
+    "loformer": ("loformer", "LoFormer"),
 }
 
 

@@ -28,43 +28,45 @@ def _yaml(text: str):
 
 
 DEFAULTS: dict = {
+    # arch names a backbone (unblur.nn.BACKBONES) or a method (blurdm); the other keys are its constructor's
     "model": {"arch": "nafnet", "width": 16, "enc_blocks": [1, 1, 2, 6], "middle_blocks": 2, "dec_blocks": [1, 1, 1, 1]},
     "data": {
         "train": "../shared/photos/train",  # folder of sharp photos
-        "val": "../shared/photos/val",
-        "preset": "uniform-kernel",
-        "crop": 128,
-        "batch": 8,
-        "workers": 1,
-        "val_crop": 256,
-        "val_images": 24,
+        "val": "../shared/photos/val",  # folder of sharp photos for the fixed validation crops ("" for none)
+        "preset": "uniform-kernel",  # blur preset (unblur.blur.synth.PRESETS) or a mixture "a+b"
+        "crop": 128,  # training crop side, pixels
+        "batch": 8,  # per process (under torchrun the global batch is batch x processes)
+        "workers": 1,  # data-loader processes making pairs while the model trains
+        "val_crop": 256,  # one centre crop of this side per validation photo
+        "val_images": 24,  # the first N photos of data.val
+        "step_offset": 0,  # training step s uses batch s + step_offset (a later stage continues the data stream)
     },
     "optim": {
         "optimizer": "adamw",  # or adam
-        "lr": 1.0e-3,
-        "min_lr": 1.0e-6,
+        "lr": 1.0e-3,  # peak learning rate, after the linear warm-up
+        "min_lr": 1.0e-6,  # cosine decay ends here at the last step
         "weight_decay": 0.0,
         "betas": [0.9, 0.9],
-        "warmup": 200,
-        "steps": 10000,
-        "grad_clip": 0.5,
+        "warmup": 200,  # steps
+        "steps": 10000,  # total optimizer steps (the schedule spans them)
+        "grad_clip": 0.5,  # max global gradient norm (0: no clipping)
     },
     "loss": {
         "pixel": "charbonnier",  # or l1
-        "charbonnier_eps": 1.0e-3,
+        "charbonnier_eps": 1.0e-3,  # sqrt(d^2 + eps^2)
         "fft_weight": 0.0,  # 2-D FFT L1 loss (MIMO-UNet, BlurDM use 0.1)
         "perceptual_weight": 0.0,  # LPIPS; needs its local weight files (see unblur.metrics.lpips)
         "multiscale": True,  # sum the loss over every output scale of multi-scale backbones
     },
     "train": {
-        "seed": 0,
-        "device": "auto",
-        "amp": "auto",
-        "ema": 0.999,
-        "ckpt_every": 500,
-        "val_every": 1000,
-        "log_every": 50,
-        "keep": 2,
+        "seed": 0,  # initial weights and every batch
+        "device": "auto",  # cuda if available, else cpu
+        "amp": "auto",  # bf16 | fp16 | none; auto = bf16 on CUDA, none on CPU
+        "ema": 0.999,  # decay of the weights' moving average (validated and saved)
+        "ckpt_every": 500,  # steps between checkpoints
+        "val_every": 1000,  # steps between validations (PSNR/SSIM of the EMA weights)
+        "log_every": 50,  # steps averaged per log row
+        "keep": 2,  # checkpoints kept
         "tensorboard": True,  # event files in RUN_DIR/tensorboard when the package is installed
         "init": None,  # a model file to start from (fine-tuning); its arch and config must match model
     },

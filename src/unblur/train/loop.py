@@ -222,7 +222,7 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=None,
-        sampler=range(start, last),
+        sampler=range(start + dc["step_offset"], last + dc["step_offset"]),
         num_workers=dc["workers"],
         worker_init_fn=worker_init,
         pin_memory=device.type == "cuda",
