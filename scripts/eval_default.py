@@ -53,10 +53,14 @@ def evaluate(pairs, restorer):
     }
 
 
-def synthetic_pairs(folder, seed, preset):
+def synthetic_pairs(folder, seed, preset, crop=0):
+    """Whole photos blurred by ``preset``; with ``crop`` > 0 only the centre crop x crop of each pair is scored."""
     spec = PRESETS[preset]()
     for i, path in enumerate(list_images([folder])):
         blurred, sharp, _ = spec.make(read_image(path)[0], np.random.default_rng([seed, i]))
+        if crop:
+            y, x = max(0, (sharp.shape[0] - crop) // 2), max(0, (sharp.shape[1] - crop) // 2)
+            blurred, sharp = blurred[y : y + crop, x : x + crop], sharp[y : y + crop, x : x + crop]
         yield path.stem, blurred, sharp
 
 
@@ -69,19 +73,22 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--val", default="../shared/photos/val")
-    ap.add_argument("--bench", default="../shared/bench/val_uniform")
+    ap.add_argument("--bench", default="../shared/bench/val_uniform", help="'' to skip")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--presets", default="uniform-kernel")
+    ap.add_argument("--presets", default="uniform-kernel", help="comma-separated; '' for none")
+    ap.add_argument("--crop", type=int, default=0, help="score only the centre crop of each synthetic pair (0: whole)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     restorer = Restorer(args.model, device=args.device)
     result = {}
-    for preset in args.presets.split(","):
-        print(f"synthetic val pairs ({args.val}, {preset}, seed {args.seed}):")
+    for preset in filter(None, args.presets.split(",")):
+        crop = f", centre {args.crop}x{args.crop}" if args.crop else ""
+        print(f"synthetic val pairs ({args.val}, {preset}, seed {args.seed}{crop}):")
         key = "synthetic_val" if preset == "uniform-kernel" else f"synthetic_val_{preset}"
-        result[key] = evaluate(synthetic_pairs(args.val, args.seed, preset), restorer)
-    print(f"benchmark pairs ({args.bench}):")
-    result["val_uniform"] = evaluate(bench_pairs(args.bench), restorer)
+        result[key] = evaluate(synthetic_pairs(args.val, args.seed, preset, args.crop), restorer)
+    if args.bench:
+        print(f"benchmark pairs ({args.bench}):")
+        result["val_uniform"] = evaluate(bench_pairs(args.bench), restorer)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -1,0 +1,25 @@
+"""Every shipped config loads and builds its model (and each stage of a staged one)."""
+
+from pathlib import Path
+
+import pytest
+
+import unblur
+from unblur import nn as backbones
+from unblur.train.config import load_config
+from unblur.train.stages import stage_configs
+
+CONFIGS = sorted((Path(unblur.__file__).parent / "configs").rglob("*.yaml"))
+
+
+def test_every_backbone_has_a_config():
+    archs = {load_config(path)["model"]["arch"] for path in CONFIGS}
+    assert set(backbones.BACKBONES) <= archs
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(p.parents[1]).as_posix())
+def test_config_builds_its_model(path):
+    cfg = load_config(path)
+    for c in stage_configs(cfg) if cfg["stages"] else [cfg]:
+        model = backbones.build(c["model"]["arch"], {k: v for k, v in c["model"].items() if k != "arch"})
+        assert sum(p.numel() for p in model.parameters()) > 0
