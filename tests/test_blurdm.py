@@ -165,3 +165,30 @@ def test_whole_image_prior_is_computed_tile_by_tile():
     from unblur.diffusion.blur_diffusion import sample
 
     assert torch.allclose(z, sample(model.schedule, model.residual_net, model.noise_net, expected), atol=1e-6)
+
+
+def test_stage_with_random_noise_resumes_exactly(sharp_folder, tmp_path):
+    """Stage 3 draws z_T noise every step: a resumed run must draw the same (the RNG state is checkpointed)."""
+    from unblur.train.config import load_config
+    from unblur.train.loop import train
+
+    sets = [
+        "model.arch=blurdm",
+        *[f"model.{k}={v}" for k, v in TINY.items() if k != "backbone_config"],
+        "model.backbone_config={width: 8, enc_blocks: [1, 1], middle_blocks: 1, dec_blocks: [1, 1]}",
+        "model.stage=3",
+        f"data.train={sharp_folder}",
+        "data.val=",
+        "data.crop=32",
+        "data.batch=2",
+        "data.workers=0",
+        "optim.steps=6",
+        "optim.warmup=1",
+        "train.device=cpu",
+        "train.ckpt_every=3",
+        "train.tensorboard=false",
+    ]
+    straight = train(load_config(None, sets), tmp_path / "a", quiet=True)
+    train(load_config(None, sets), tmp_path / "b", quiet=True, stop_at=3)
+    resumed = train(load_config(None, sets), tmp_path / "b", resume="auto", quiet=True)
+    assert resumed["losses"] == straight["losses"][3:]

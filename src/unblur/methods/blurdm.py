@@ -201,7 +201,8 @@ class BlurDM(nn.Module):
                 raise ValueError("BlurDM stage 1 restores with the sharp encoder's prior: it needs the sharp image")
             prior = self.sharp_encoder(blurred, sharp)
         else:
-            noise = torch.randn(blurred.shape[0], self.config["dim"], device=blurred.device) if self.training else None
+            # drawn on the CPU generator, which checkpoints save: resumed runs draw the same noise
+            noise = torch.randn(blurred.shape[0], self.config["dim"]).to(blurred.device) if self.training else None
             prior = self.diffused_prior(blurred, noise)
             if self.stage == 2 and image_loss is not None:
                 with torch.no_grad():

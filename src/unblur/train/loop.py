@@ -114,6 +114,16 @@ def checksums(model: torch.nn.Module, world: int) -> list[float]:
     return [t.item() for t in everyone]
 
 
+def gather_rng_states(world: int) -> list[tuple]:
+    """Every rank's generator states: (CPU, current CUDA device's or None)."""
+    mine = (torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None)
+    if world == 1:
+        return [mine]
+    everyone = [None] * world
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
 class Logger:
     """CSV log (always) and TensorBoard event files (when the tensorboard package is installed)."""
 
@@ -185,6 +195,8 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
             raise ValueError(f"train.init {tc['init']}: its model ({meta['arch']}, {init.config}) differs from the config's")
         model.load_state_dict(init.state_dict())
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    # from here on the global generator draws training noise (dropout, BlurDM's z_T): different per rank
+    torch.manual_seed(tc["seed"] + 1_000_003 * (rank + 1))
     optim_class = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[oc["optimizer"]]
     trainable = [p for p in model.parameters() if p.requires_grad]  # methods freeze parts per stage
     optimizer = optim_class(trainable, lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
@@ -203,6 +215,11 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, ema, optimizer, scheduler)
         start, best = state["step"], state.get("best", best)
+        if "rng" in state:  # one pair per rank; a run resumed on other ranks reuses the first ones
+            cpu_state, cuda_state = state["rng"][min(rank, len(state["rng"]) - 1)]
+            torch.set_rng_state(cpu_state)
+            if cuda_state is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(cuda_state)
         if not quiet:
             print(f"resumed from {ckpt} at step {start}")
     # wrapped after loading, so every rank starts from the same (loaded) weights
@@ -228,6 +245,9 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if dc["workers"] else None,
         persistent_workers=False,
+        # its own generator: drawing its worker seeds from the global one would shift the training
+        # noise of a resumed run by one draw
+        generator=torch.Generator().manual_seed(tc["seed"]),
     )
     log = Logger(run_dir, start, tc["tensorboard"], quiet) if main else None
     losses, history, t0 = [], [], time.time()
@@ -268,13 +288,13 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
             bar.set_postfix(loss=f"{mean:.4f}", **({"val": row["val_psnr"]} if row else {}))
             losses = []
         if done % tc["ckpt_every"] == 0 or done in (oc["steps"], stop_at):
-            sums = checksums(model, world)  # every rank takes part in the gather
+            sums = checksums(model, world)  # every rank takes part in the gathers
             if len(set(sums)) > 1:
                 raise RuntimeError(f"data-parallel replicas diverged at step {done}: {sums}")
+            rng = gather_rng_states(world)
             if main:
-                save_checkpoint(
-                    run_dir, done, model, ema, optimizer, scheduler, {"best": best, "rank_checksums": sums}, keep=tc["keep"]
-                )
+                extra = {"best": best, "rank_checksums": sums, "rng": rng}
+                save_checkpoint(run_dir, done, model, ema, optimizer, scheduler, extra, keep=tc["keep"])
                 save_model_file(run_dir / "last.safetensors", ema, arch, {"step": done})
     bar.close()
     if log is not None:
