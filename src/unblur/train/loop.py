@@ -133,9 +133,12 @@ class Logger:
         path = run_dir / "log.csv"
         fresh = start == 0 or not path.exists()
         if not fresh:  # a run killed after its last checkpoint logged steps that will now be redone
-            rows = list(csv.reader(path.open(newline="")))
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= start]
             with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
-                csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= start])
+                out = csv.DictWriter(f, self.FIELDS, restval="", extrasaction="ignore")  # older logs: same names
+                out.writeheader()
+                out.writerows(rows)
         self.file = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115 (closed by close())
         self.csv = csv.writer(self.file)
         if fresh:
