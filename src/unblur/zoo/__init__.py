@@ -43,6 +43,12 @@ MODELS: dict[str, ModelEntry] = {
             summary="nafnet-small fine-tuned for realistic blur (+1.1 dB there, -0.3 dB on uniform blur)",
             trained_on="realistic preset (6-DoF shake, clipping, noise, JPEG) + uniform-kernel, 217 sharp photos",
         ),
+        ModelEntry(
+            name="nafnet-blurdm",
+            file="nafnet-blurdm.safetensors",
+            summary="BlurDM on a small NAFNet (width 16), 1.7 M parameters; a method demo, weaker than the default",
+            trained_on="uniform-kernel preset, 217 sharp photos, 1200 CPU steps over BlurDM's three stages",
+        ),
     ]
 }
 DEFAULT = "nafnet-small"
