@@ -214,3 +214,39 @@ def test_blurdm_plugs_into_every_backbone(backbone):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.blur_encoder.parameters())
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 21, 19)).shape == (1, 3, 21, 19)
+
+
+def test_bundled_blurdm_model_restores_a_photo_per_tile_and_per_image(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from conftest import textured
+    from PIL import Image
+
+    from unblur.restore import Restorer
+
+    rgb = textured(80, 120).astype(np.float32) / 255
+    per_tile = Restorer("nafnet-blurdm", device="cpu", tile=64, overlap=16).restore(rgb)
+    per_image = Restorer("nafnet-blurdm", device="cpu", tile=64, overlap=16, prior="image").restore(rgb)
+    assert per_tile.shape == per_image.shape == rgb.shape and np.abs(per_tile - per_image).max() < 0.05
+    Image.fromarray(textured(40, 50)).save(tmp_path / "in.png")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unblur",
+            "deblur",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            "nafnet-blurdm",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "out" / "in.png").size == (50, 40)
