@@ -188,5 +188,5 @@ TINY = {"width": 8, "num_res": 1, "dropout": 0.0}
 PAPER = {
     "params_m": 16.1,
     "gmacs": 154.41,
-    "source": "params: Cho et al. 2021, Table 1 (MIMO-UNet+); MACs (thop 'FLOPs', 256x256): Kong et al. 2023 (FFTformer), Table 1",
+    "source": "params: Cho et al. 2021, Table 1 (MIMO-UNet+); MACs (thop 'FLOPs', 256x256): Kong et al. 2023 (FFTformer), Table 1, as we remember it (not re-checked)",
 }
