@@ -63,3 +63,15 @@ def test_adain_colour_fix_matches_the_reference_statistics():
     fixed = adain_colour_fix(image, reference)
     assert torch.allclose(fixed.mean((2, 3)), reference.mean((2, 3)), atol=1e-5)
     assert torch.allclose(fixed.std((2, 3)), reference.std((2, 3)), atol=1e-3)
+
+
+def test_small_latent_diffusion_model_builds_and_drives_deblurdiff():
+    from unblur.methods.small_sd import build_small_sd
+
+    torch.manual_seed(0)
+    sd = build_small_sd(vae_widths=[8, 16], unet_widths=[16, 32], cross_attention_dim=16, attention_head_dim=4)
+    net = DeblurDiff(sd, kernel_size=3, lkpn_width=8).eval()
+    blurred, _ = batch()
+    assert net.encode(blurred).shape == (2, 4, 8, 8)  # two VAE levels: downsampling by 2
+    out = net.sample(blurred, steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == blurred.shape and torch.isfinite(out).all()

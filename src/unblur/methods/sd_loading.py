@@ -43,7 +43,8 @@ class LatentDiffusion:
     scale: float
 
 
-def _diffusers():
+def require_diffusers():
+    """The diffusers module, imported with the hub offline; a one-line error when it is not installed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import: the hub reads it once
     try:
         import diffusers
@@ -68,7 +69,7 @@ def check_folder(path: str | Path) -> Path:
 def load_sd(path: str | Path, device="cpu", dtype=None) -> LatentDiffusion:
     """UNet, VAE and scheduler from a local diffusers-format folder (see the module docstring)."""
     path = check_folder(path)
-    diffusers = _diffusers()
+    diffusers = require_diffusers()
     kwargs = {"local_files_only": True, **({"torch_dtype": dtype} if dtype is not None else {})}
 
     def variant(part: str) -> dict:  # only the fp16 files present: ask diffusers for that variant
