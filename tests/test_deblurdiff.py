@@ -75,3 +75,42 @@ def test_small_latent_diffusion_model_builds_and_drives_deblurdiff():
     assert net.encode(blurred).shape == (2, 4, 8, 8)  # two VAE levels: downsampling by 2
     out = net.sample(blurred, steps=2, generator=torch.Generator().manual_seed(0))
     assert out.shape == blurred.shape and torch.isfinite(out).all()
+
+
+def test_vae_stage_trains_through_the_engine(sharp_folder, tmp_path):
+    """The small VAE learns to reconstruct sharp crops with `unblur train`'s engine (method protocol)."""
+    from unblur.train.config import load_config
+    from unblur.train.loop import train
+
+    cfg = load_config(
+        None,
+        [
+            "model.arch=small-vae",
+            "model.widths=[8, 16]",
+            f"data.train={sharp_folder}",
+            f"data.val={sharp_folder}",
+            "data.crop=32",
+            "data.batch=4",
+            "data.workers=0",
+            "data.val_crop=32",
+            "data.val_images=4",
+            "optim.steps=30",
+            "optim.warmup=2",
+            "optim.lr=3e-3",
+            "loss.pixel=l1",
+            "train.device=cpu",
+            "train.val_every=15",
+            "train.ckpt_every=30",
+            "train.tensorboard=false",
+        ],
+    )
+    summary = train(cfg, tmp_path / "vae", quiet=True)
+    assert sum(summary["losses"][-5:]) < 0.7 * sum(summary["losses"][:5]), summary["losses"]
+    from unblur.train.checkpoint import load_model_file
+
+    vae, meta = load_model_file(tmp_path / "vae" / "last.safetensors")
+    assert meta["arch"] == "small-vae" and meta["step"] == 30
+    from unblur.methods.small_sd import build_small_sd
+
+    sd = build_small_sd(unet_widths=[16, 32], cross_attention_dim=16, attention_head_dim=4, vae=vae.vae)
+    assert sd.vae is vae.vae

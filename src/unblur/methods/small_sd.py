@@ -8,7 +8,52 @@ latent diffusion model we train ourselves: the same diffusers classes as SD 2.x 
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from unblur.methods.sd_loading import LatentDiffusion, require_diffusers
+
+
+def make_vae(latent_channels: int = 4, widths=(32, 64, 128)):
+    """A randomly initialised ``AutoencoderKL`` downsampling by ``2 ** (len(widths) - 1)``."""
+    diffusers = require_diffusers()
+    return diffusers.AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=tuple(widths),
+        down_block_types=("DownEncoderBlock2D",) * len(widths),
+        up_block_types=("UpDecoderBlock2D",) * len(widths),
+        layers_per_block=1,
+        norm_num_groups=min(32, widths[0]),
+    )
+
+
+class SmallVAE(nn.Module):
+    """The VAE training stage, in the engine's method protocol (``unblur train`` with ``arch: small-vae``).
+
+    ``forward(x, sharp=None, image_loss=None)``: reconstructs ``sharp`` (or ``x``), (B, 3, H, W) in
+    [0, 1]; with ``image_loss`` returns image_loss(reconstruction, sharp) + kl_weight * KL, the
+    latent drawn from the posterior (its mode at evaluation). Trained on sharp photos only: the
+    VAE must reproduce detail the diffusion model will generate.
+    """
+
+    needs_sharp = True  # validation scores the reconstruction of the sharp image
+
+    def __init__(self, latent_channels: int = 4, widths=(32, 64, 128), kl_weight: float = 1e-6):
+        super().__init__()
+        self.config = {"latent_channels": latent_channels, "widths": list(widths), "kl_weight": kl_weight}
+        self.vae = make_vae(latent_channels, widths)
+        self.kl_weight = kl_weight
+
+    def forward(self, x: torch.Tensor, sharp: torch.Tensor | None = None, image_loss=None):
+        target = sharp if sharp is not None else x
+        posterior = self.vae.encode(target * 2 - 1).latent_dist
+        z = posterior.sample() if self.training and image_loss is not None else posterior.mode()
+        recon = (self.vae.decode(z).sample + 1) / 2
+        if image_loss is None:
+            return recon
+        return image_loss(recon, target) + self.kl_weight * posterior.kl().mean()
 
 
 def build_small_sd(
@@ -18,24 +63,16 @@ def build_small_sd(
     cross_attention_dim: int = 128,
     attention_head_dim: int = 8,
     prediction_type: str = "epsilon",
+    vae=None,
 ) -> LatentDiffusion:
-    """Randomly initialised VAE + UNet + DDPM scheduler (1000 steps, SD's scaled-linear betas).
+    """Randomly initialised UNet + DDPM scheduler (1000 steps, SD's scaled-linear betas) around ``vae``
+    (a trained ``AutoencoderKL``, e.g. ``SmallVAE``'s after its stage; default: a random one).
 
     The UNet has cross-attention in every level but the first (as SD), so BD-Diff's tokens and
     DeblurDiff's empty context both fit; ``cross_attention_dim`` is the token width.
     """
     diffusers = require_diffusers()
-    groups = min(32, vae_widths[0], unet_widths[0])
-    vae = diffusers.AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=latent_channels,
-        block_out_channels=tuple(vae_widths),
-        down_block_types=("DownEncoderBlock2D",) * len(vae_widths),
-        up_block_types=("UpDecoderBlock2D",) * len(vae_widths),
-        layers_per_block=1,
-        norm_num_groups=groups,
-    )
+    vae = vae or make_vae(latent_channels, vae_widths)
     levels = len(unet_widths)
     unet = diffusers.UNet2DConditionModel(
         in_channels=latent_channels,
@@ -46,7 +83,7 @@ def build_small_sd(
         layers_per_block=1,
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=attention_head_dim,
-        norm_num_groups=groups,
+        norm_num_groups=min(32, unet_widths[0]),
     )
     scheduler = diffusers.DDPMScheduler(
         num_train_timesteps=1000,

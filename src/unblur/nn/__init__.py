@@ -25,7 +25,7 @@ BACKBONES = {
 
 
 # whole methods that wrap a backbone, stored in model files like backbones: name -> module path and class
-METHODS = {"blurdm": ("unblur.methods.blurdm", "BlurDM")}
+METHODS = {"blurdm": ("unblur.methods.blurdm", "BlurDM"), "small-vae": ("unblur.methods.small_sd", "SmallVAE")}
 
 
 def backbone_module(arch: str):
