@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unblur.nn.layers import LayerNorm2d, PriorModulation, pad_to_multiple
+from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
 
 
 def patch_rfft(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -175,24 +175,9 @@ class FFTformer(nn.Module):
         self.fuses = nn.ModuleList(Fuse(c, patch) for c in chans[:-1])
         self.refinement = stack(width, refinement_blocks, True)
         self.output = nn.Conv2d(width, in_channels, 3, padding=1, bias=False)
-        # one modulation per decoder block (level by level) and per refinement block, kept apart so
-        # that weights trained without a prior load as they are
-        self.priors = (
-            nn.ModuleList(
-                [nn.ModuleList(PriorModulation(prior_dim, c) for _ in range(n)) for c, n in zip(chans, enc_blocks)]
-                + [nn.ModuleList(PriorModulation(prior_dim, width) for _ in range(refinement_blocks))]
-            )
-            if prior_dim
-            else None
-        )
+        # one modulation per decoder block (group i: level i) and per refinement block (the last group)
+        self.priors = prior_modulations(prior_dim, [*zip(chans, enc_blocks), (width, refinement_blocks)])
         self.multiple = 2 ** (levels - 1) * patch
-
-    def _run(self, blocks: nn.Sequential, y: torch.Tensor, k: int, prior: torch.Tensor | None) -> torch.Tensor:
-        for j, block in enumerate(blocks):
-            y = block(y)
-            if self.priors is not None:
-                y = self.priors[k][j](y, prior)
-        return y
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 3, H, W) in [0, 1]; prior: (B, prior_dim) or None. Returns (B, 3, H, W)."""
@@ -205,11 +190,11 @@ class FFTformer(nn.Module):
                 skips.append(y)
                 y = self.downs[i](y)
         last = len(self.decoders) - 1
-        y = self._run(self.decoders[last], y, last, prior)
+        y = run_modulated(self.decoders[last], y, prior, self.priors, last)
         for i in reversed(range(last)):
             y = self.fuses[i](self.ups[i](y), skips[i])
-            y = self._run(self.decoders[i], y, i, prior)
-        y = self._run(self.refinement, y, last + 1, prior)
+            y = run_modulated(self.decoders[i], y, prior, self.priors, i)
+        y = run_modulated(self.refinement, y, prior, self.priors, last + 1)
         y = self.output(y) + inp
         return y[..., :h, :w]
 

@@ -1,4 +1,4 @@
-"""Layers shared by the backbones: channel LayerNorm, reflection padding to a multiple, prior modulation."""
+"""Layers shared by the backbones: channel LayerNorm, padding to a multiple, prior modulation of blocks."""
 
 from __future__ import annotations
 
@@ -42,12 +42,30 @@ class PriorModulation(nn.Module):
         return x * (1 + k) + v
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad the bottom/right of (B, C, H, W) to multiples of ``multiple``; returns the padded
-    tensor and the original (H, W) to crop back to."""
+def prior_modulations(prior_dim: int, groups) -> nn.ModuleList | None:
+    """One :class:`PriorModulation` per block, grouped as the blocks are: ``groups`` lists
+    (channels, number of blocks); returns ``priors[group][block]``, or None when ``prior_dim`` is 0.
+    Kept apart from the blocks so that weights trained without a prior load as they are."""
+    if not prior_dim:
+        return None
+    return nn.ModuleList(nn.ModuleList(PriorModulation(prior_dim, c) for _ in range(n)) for c, n in groups)
+
+
+def run_modulated(blocks, x: torch.Tensor, prior: torch.Tensor | None, priors: nn.ModuleList | None, group: int) -> torch.Tensor:
+    """Apply ``blocks`` in turn, each output modulated by ``priors[group][j]`` (none when ``priors`` is None)."""
+    for j, block in enumerate(blocks):
+        x = block(x)
+        if priors is not None:
+            x = priors[group][j](x, prior)
+    return x
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the bottom/right of (B, C, H, W) to multiples of ``multiple`` (reflection by default);
+    returns the padded tensor and the original (H, W) to crop back to."""
     h, w = x.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     if ph or pw:
         # reflection needs the pad to be smaller than the side: replicate for tiny inputs
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+        x = F.pad(x, (0, pw, 0, ph), mode=mode if mode != "reflect" or (ph < h and pw < w) else "replicate")
     return x, (h, w)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unblur.nn.layers import LayerNorm2d, PriorModulation, pad_to_multiple
+from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
 
 
 @lru_cache(maxsize=64)
@@ -189,12 +189,7 @@ class LoFormer(nn.Module):
             dec_chans.append(c)
             self.decoders.append(stack(c, n, nh))
         self.output = nn.Conv2d(c, in_channels, 3, padding=1)
-        # one modulation per decoder block, kept apart so that weights trained without a prior load as they are
-        self.priors = (
-            nn.ModuleList(nn.ModuleList(PriorModulation(prior_dim, ch) for _ in range(n)) for ch, n in zip(dec_chans, dec_blocks))
-            if prior_dim
-            else None
-        )
+        self.priors = prior_modulations(prior_dim, list(zip(dec_chans, dec_blocks)))  # one per decoder block
         self.multiple = 2**levels * window
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -208,11 +203,7 @@ class LoFormer(nn.Module):
             y = down(y)
         y = self.middle(y)
         for i, (up, reduce, dec, skip) in enumerate(zip(self.ups, self.reduces, self.decoders, reversed(skips))):
-            y = reduce(torch.cat([up(y), skip], dim=1))
-            for j, block in enumerate(dec):
-                y = block(y)
-                if self.priors is not None:
-                    y = self.priors[i][j](y, prior)
+            y = run_modulated(dec, reduce(torch.cat([up(y), skip], dim=1)), prior, self.priors, i)
         y = self.output(y) + inp
         return y[..., :h, :w]
 

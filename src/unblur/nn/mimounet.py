@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unblur.nn.layers import PriorModulation, pad_to_multiple
+from unblur.nn.layers import pad_to_multiple, prior_modulations, run_modulated
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1, relu: bool = True) -> nn.Module:
@@ -123,26 +123,18 @@ class MIMOUNetPlus(nn.Module):
         self.ups = nn.ModuleList(up(c, c // 2) for c in reversed(widths[1:]))
         self.merges = nn.ModuleList(conv(c, c // 2, 1) for c in reversed(widths[1:]))  # [up, skip] -> c/2
         self.outs = nn.ModuleList(conv(c, 3, 3, relu=False) for c in reversed(widths))
-        # one modulation per decoder block, kept apart so that weights trained without a prior load as they are
-        self.priors = nn.ModuleList(PriorModulation(prior_dim, c) for c in reversed(widths)) if prior_dim else None
+        self.priors = prior_modulations(prior_dim, [(c, 1) for c in reversed(widths)])  # one per decoder level
 
     def forward(
         self, x: torch.Tensor, prior: torch.Tensor | None = None, all_scales: bool = False
     ) -> torch.Tensor | list[torch.Tensor]:
         """x: (B, 3, H, W) in [0, 1]; prior: (B, prior_dim) or None. Returns the full-resolution (B, 3, H, W),
-        or with ``all_scales`` the list of :meth:`forward_scales` (reachable through DistributedDataParallel)."""
-        outs = self.forward_scales(x, prior)
-        return outs if all_scales else outs[0]
+        or with ``all_scales`` the three outputs, finest first, for the multi-scale loss.
 
-    def forward_scales(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The three outputs, finest first, for the multi-scale loss.
-
-        x: (B, 3, H, W) in [0, 1]. With Hp, Wp = H, W rounded up to multiples of 4 (the
-        reflection-padded input), returns [(B, 3, H, W), (B, 3, Hp/2, Wp/2), (B, 3, Hp/4, Wp/4)]:
-        the coarse outputs are *not* cropped and restore the padded input's 2x2- and 4x4-averaged
-        downscales. Their exact targets are :func:`multiscale_targets` (sharp), i.e. the padded
-        target averaged down, which is also ``losses.downscale_like(pad_to_multiple(sharp, 4)[0], out)``.
-        For H, W multiples of 4 (training crops) that is just ``downscale_like(sharp, out)``.
+        With Hp, Wp = H, W rounded up to multiples of 4 (the reflection-padded input), the list is
+        [(B, 3, H, W), (B, 3, Hp/2, Wp/2), (B, 3, Hp/4, Wp/4)]: the coarse outputs are *not* cropped
+        and restore the padded input's 2x2- and 4x4-averaged downscales. For H, W multiples of 4
+        (training crops) their targets are ``losses.downscale_like(sharp, out)``.
         """
         inp, (h, w) = pad_to_multiple(x, 4)
         imgs = [inp, half(inp)]
@@ -165,21 +157,11 @@ class MIMOUNetPlus(nn.Module):
         for i, dec in enumerate(self.decoders):
             if i:
                 y = self.merges[i - 1](torch.cat([self.ups[i - 1](y), skips[2 - i]], dim=1))
-            y = dec(y)
-            if self.priors is not None:
-                y = self.priors[i](y, prior)
+            y = run_modulated([dec], y, prior, self.priors, i)
             outs.append(self.outs[i](y) + imgs[2 - i])
         outs.reverse()
         outs[0] = outs[0][..., :h, :w]
-        return outs
-
-
-def multiscale_targets(sharp: torch.Tensor) -> list[torch.Tensor]:
-    """Targets matching :meth:`MIMOUNetPlus.forward_scales` for a sharp (B, 3, H, W): finest first,
-    the coarse ones made from the sharp image padded exactly as the network pads its input."""
-    padded, _ = pad_to_multiple(sharp, 4)
-    t2 = half(padded)
-    return [sharp, t2, half(t2)]
+        return outs if all_scales else outs[0]
 
 
 # Sizes: the paper's MIMO-UNet+ and a tiny one for tests.

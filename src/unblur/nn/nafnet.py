@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unblur.nn.layers import LayerNorm2d, PriorModulation, pad_to_multiple
+from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
 
 
 class SimpleGate(nn.Module):
@@ -95,15 +95,8 @@ class NAFNet(nn.Module):
             self.ups.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)))
             c //= 2
             self.decoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
-        # one modulation per decoder block, kept apart so that weights trained without a prior load as they are
-        self.priors = (
-            nn.ModuleList(
-                nn.ModuleList(PriorModulation(prior_dim, width * 2 ** (len(dec_blocks) - 1 - i)) for _ in range(n))
-                for i, n in enumerate(dec_blocks)
-            )
-            if prior_dim
-            else None
-        )
+        levels = len(dec_blocks)
+        self.priors = prior_modulations(prior_dim, [(width * 2 ** (levels - 1 - i), n) for i, n in enumerate(dec_blocks)])
         self.multiple = 2 ** len(enc_blocks)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,11 +110,7 @@ class NAFNet(nn.Module):
             y = down(y)
         y = self.middle(y)
         for i, (dec, up, skip) in enumerate(zip(self.decoders, self.ups, reversed(skips))):
-            y = up(y) + skip
-            for j, block in enumerate(dec):
-                y = block(y)
-                if self.priors is not None:
-                    y = self.priors[i][j](y, prior)
+            y = run_modulated(dec, up(y) + skip, prior, self.priors, i)
         y = self.ending(y) + inp
         return y[..., :h, :w]
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unblur.nn.layers import LayerNorm2d, PriorModulation, pad_to_multiple
+from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
 
 
 def act() -> nn.Module:
@@ -150,15 +150,8 @@ class Stripformer(nn.Module):
         self.act = act()
         self.refine = ResBlock(c1)
         self.out = nn.Conv2d(c1, 3, 3, padding=1)
-        # one modulation per attention block, kept apart so that weights trained without a prior load as they are
-        self.priors = (
-            nn.ModuleList(
-                [PriorModulation(prior_dim, c4) for _ in self.bottleneck]
-                + [PriorModulation(prior_dim, dec_width) for _ in self.decoder]
-            )
-            if prior_dim
-            else None
-        )
+        # one modulation per attention block: group 0 the bottleneck, group 1 the decoder
+        self.priors = prior_modulations(prior_dim, [(c4, len(self.bottleneck)), (dec_width, len(self.decoder))])
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 3, H, W) in [0, 1]; prior: (B, prior_dim) or None. Returns (B, 3, H, W)."""
@@ -166,19 +159,11 @@ class Stripformer(nn.Module):
         skip1 = self.embed1(inp)
         skip2 = self.embed2(skip1)
         y = self.embed4(skip2)
-        y = self.fuse2(torch.cat([self.up2(self._attend(y, self.bottleneck, 0, prior)), skip2], dim=1))
-        y = self._attend(y, self.decoder, len(self.bottleneck), prior)
+        y = self.fuse2(torch.cat([self.up2(run_modulated(self.bottleneck, y, prior, self.priors, 0)), skip2], dim=1))
+        y = run_modulated(self.decoder, y, prior, self.priors, 1)
         y = self.up1(y)
         y = self.refine(self.act(y + self.fuse1(torch.cat([y, skip1], dim=1))))
         return (self.out(y) + inp)[..., :h, :w]
-
-    def _attend(self, y: torch.Tensor, blocks: nn.ModuleList, first: int, prior: torch.Tensor | None) -> torch.Tensor:
-        """Run strip blocks; blocks[i]'s output is modulated by priors[first + i]."""
-        for i, block in enumerate(blocks):
-            y = block(y)
-            if self.priors is not None:
-                y = self.priors[first + i](y, prior)
-        return y
 
 
 # Sizes: the paper's GoPro model and a tiny one for tests.
