@@ -70,7 +70,7 @@ def test_tiny_training_run_improves_validation(sharp_folder, tmp_path):
     untrained = unets.build("nafnet", {k: v for k, v in cfg["model"].items() if k != "arch"})
     trained, meta = load_model_file(tmp_path / "run" / "last.safetensors")
     assert meta["step"] == 40
-    before, after = validate(untrained, blurred, sharp, "cpu"), validate(trained, blurred, sharp, "cpu")
+    before, after = validate(untrained, blurred, sharp, "cpu")["psnr"], validate(trained, blurred, sharp, "cpu")["psnr"]
     assert after > before + 3, (before, after)
     assert sum(summary["losses"][-5:]) < sum(summary["losses"][:5])
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.diffusion.blur_diffusion import BlurSchedule, sample
+from unblur.nn.layers import eval_frozen, pad_to_multiple
 from unblur.train.losses import charbonnier
 
 
@@ -66,9 +67,8 @@ class PriorEncoder(nn.Module):
 
     def pooled(self, *images: torch.Tensor) -> torch.Tensor:
         """The globally averaged features before the MLP, (B, dim)."""
-        h, w = images[0].shape[-2:]
         # pixel-unshuffle needs multiples of 4: replicate the last rows/columns (the pool averages anyway)
-        padded = [F.pad(x, (0, -w % 4, 0, -h % 4), mode="replicate") for x in images]
+        padded = [pad_to_multiple(x, 4, mode="replicate")[0] for x in images]
         return self.body(torch.cat([F.pixel_unshuffle(x, 4) for x in padded], dim=1))
 
     def forward(self, *images: torch.Tensor) -> torch.Tensor:
@@ -135,6 +135,7 @@ class BlurDM(nn.Module):
         self.residual_net = Estimator(dim, estimator_hidden)
         self.noise_net = Estimator(dim, estimator_hidden)
         self.schedule = BlurSchedule(steps, alpha_end, beta_end)
+        self.multiscale_backbone = "all_scales" in inspect.signature(self.backbone.forward).parameters
         self.set_stage(stage)
 
     # -- stages -----------------------------------------------------------------------------
@@ -154,10 +155,7 @@ class BlurDM(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         if mode:
-            trained = {id(m) for part in self.trained_parts() for m in part.modules()}
-            for m in self.modules():
-                if id(m) not in trained and m is not self:
-                    m.eval()
+            eval_frozen(self)
         return self
 
     @property
@@ -211,6 +209,6 @@ class BlurDM(nn.Module):
         if image_loss is None:
             return self.backbone(blurred, prior)
         # multi-scale backbones (MIMO-UNet+) are trained on every scale, as they are without BlurDM
-        if "all_scales" in inspect.signature(self.backbone.forward).parameters and image_loss.cfg["multiscale"]:
+        if self.multiscale_backbone and image_loss.cfg["multiscale"]:
             return image_loss(self.backbone(blurred, prior, all_scales=True), sharp)
         return image_loss(self.backbone(blurred, prior), sharp)

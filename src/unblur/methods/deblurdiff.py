@@ -26,6 +26,7 @@ from torch import nn
 
 from unblur.methods.deblurdiff_core import LKPN, eac
 from unblur.methods.sd_loading import LatentDiffusion
+from unblur.nn.layers import eval_frozen
 
 
 def adain_colour_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -55,8 +56,8 @@ class DeblurDiff(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.unet.eval()  # frozen parts stay in inference mode
-        self.vae.eval()
+        if mode:
+            eval_frozen(self)  # the frozen UNet and VAE stay in inference mode
         return self
 
     def context(self, batch: int, device) -> torch.Tensor:

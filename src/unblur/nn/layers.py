@@ -60,6 +60,18 @@ def run_modulated(blocks, x: torch.Tensor, prior: torch.Tensor | None, priors: n
     return x
 
 
+def eval_frozen(module: nn.Module) -> None:
+    """Put every sub-module whose parameters are all frozen into eval mode, so that training a
+    method leaves its frozen parts' BatchNorm statistics and dropout as they were (call after
+    ``train()``); modules without parameters follow their parent."""
+    for child in module.children():
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params):
+            child.eval()
+        else:
+            eval_frozen(child)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad the bottom/right of (B, C, H, W) to multiples of ``multiple`` (reflection by default);
     returns the padded tensor and the original (H, W) to crop back to."""

@@ -64,13 +64,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Tensor, device, chunk: int = 4) -> float:
-    """Mean 8-bit RGB PSNR of ``model`` on a fixed validation batch."""
-    return validate_full(model, blurred, sharp, device, chunk)["psnr"]
-
-
-@torch.no_grad()
-def validate_full(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Tensor, device, chunk: int = 4) -> dict:
+def validate(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Tensor, device, chunk: int = 4) -> dict:
     """Mean PSNR (8-bit RGB) and SSIM (BasicSR variant) of ``model`` on a fixed validation batch."""
     model.eval()
     psnrs, ssims = [], []
@@ -81,11 +75,6 @@ def validate_full(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Te
         psnrs.append(psnr_tensor(out, target))
         ssims += [ssim(o.permute(1, 2, 0).numpy(), t.permute(1, 2, 0).numpy()) for o, t in zip(out, target)]
     return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(np.mean(ssims))}
-
-
-def same_network(a: dict, b: dict) -> bool:
-    """Two model configs describe the same weights (a method's training stage does not matter)."""
-    return {k: v for k, v in a.items() if k != "stage"} == {k: v for k, v in b.items() if k != "stage"}
 
 
 def worker_init(_):
@@ -104,11 +93,12 @@ def distributed() -> tuple[int, int, int]:
 
 def checksums(model: torch.nn.Module, world: int) -> list[float]:
     """Each rank's sum of |parameters| (float64): data-parallel replicas must agree exactly."""
-    mine = torch.tensor([sum(p.detach().double().abs().sum().item() for p in model.parameters())], dtype=torch.float64)
+    # one reduction on the parameters' device, one transfer
+    mine = torch.stack([p.detach().double().abs().sum() for p in model.parameters()]).sum().reshape(1)
     if world == 1:
         return [mine.item()]
-    if dist.get_backend() == "nccl":
-        mine = mine.to(next(model.parameters()).device)
+    if dist.get_backend() != "nccl":
+        mine = mine.cpu()
     everyone = [torch.zeros_like(mine) for _ in range(world)]
     dist.all_gather(everyone, mine)
     return [t.item() for t in everyone]
@@ -194,9 +184,11 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     model = backbones.build(arch, {k: v for k, v in cfg["model"].items() if k != "arch"}).to(device)
     if tc["init"]:
         init, meta = load_model_file(tc["init"])
-        if meta["arch"] != arch or not same_network(init.config, model.config):
+        theirs, ours = init.state_dict(), model.state_dict()
+        # the weights must fit, whatever else differs (a method's training stage, say)
+        if meta["arch"] != arch or theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
             raise ValueError(f"train.init {tc['init']}: its model ({meta['arch']}, {init.config}) differs from the config's")
-        model.load_state_dict(init.state_dict())
+        model.load_state_dict(theirs)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     # from here on the global generator draws training noise (dropout, BlurDM's z_T): different per rank
     torch.manual_seed(tc["seed"] + 1_000_003 * (rank + 1))
@@ -279,7 +271,7 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         done = step + 1
         row = {}
         if val_blur is not None and (done % tc["val_every"] == 0 or done == oc["steps"]):
-            scores = validate_full(ema, val_blur, val_sharp, device)
+            scores = validate(ema, val_blur, val_sharp, device)
             row = {"val_psnr": f"{scores['psnr']:.3f}", "val_ssim": f"{scores['ssim']:.4f}"}
             if scores["psnr"] > best:
                 best = scores["psnr"]
