@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from unblur import nn as backbones
 
@@ -26,9 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(arch: str, config: dict, size: int, repeats: int) -> dict:
     torch.manual_seed(0)
     net = backbones.build(arch, config).eval()
-    params = sum(p.numel() for p in net.parameters())
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.rand(1, 3, 256, 256))
+    params, gmacs = backbones.cost(net)
     x = torch.rand(1, 3, size, size)
     with torch.no_grad():
         net(x)
@@ -37,7 +34,7 @@ def measure(arch: str, config: dict, size: int, repeats: int) -> dict:
             t0 = time.perf_counter()
             net(x)
             times.append(time.perf_counter() - t0)
-    return {"params_m": params / 1e6, "gmacs": counter.get_total_flops() / 2e9, "s_per_mp": min(times) / (size * size / 1e6)}
+    return {"params_m": params, "gmacs": gmacs, "s_per_mp": min(times) / (size * size / 1e6)}
 
 
 def fmt(v, spec):

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from unblur.blur.synth import PRESETS
-from unblur.io import list_images, read_image
+from unblur.data.paired import load_pairs
+from unblur.data.synthetic import blurred_photos
 from unblur.metrics import psnr, ssim
+from unblur.nn import cost
 from unblur.restore import Restorer
 from unblur.train.config import load_config
 from unblur.train.loop import train
@@ -42,28 +41,15 @@ def baseline_config(blurdm: dict) -> dict:
 
 
 def val_sets(bench: Path, val: Path, limit: int | None = None) -> dict:
-    blurred = list_images([bench / "blur"])[:limit]
-    uniform = [(p.stem, read_image(p)[0], read_image(bench / "sharp" / p.name)[0]) for p in blurred]
-    spec = PRESETS["realistic"]()
-    realistic = []
-    for i, p in enumerate(list_images([val])[:limit]):
-        blurred, sharp, _ = spec.make(read_image(p)[0], np.random.default_rng([0, i]))
-        realistic.append((p.stem, blurred, sharp))
-    return {"val_uniform": uniform, "realistic val": realistic}
-
-
-def cost(model: torch.nn.Module) -> tuple[float, float]:
-    """Parameters (M) and GMACs at 256x256 (FlopCounterMode: convolutions and matrix products)."""
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.rand(1, 3, 256, 256))
-    return params, counter.get_total_flops() / 2e9
+    return {
+        "val_uniform": list(load_pairs(bench, limit)),
+        "realistic val": list(blurred_photos(val, "realistic", 0, limit=limit)),
+    }
 
 
 def measure(path: Path, sets: dict, device: str, prior: str = "tile") -> dict:
     restorer = Restorer(path, device=device, prior=prior)
-    params, gmacs = cost(restorer.model.cpu())
-    restorer.model.to(restorer.device)
+    params, gmacs = cost(restorer.model)
     out = {"params_m": params, "gmacs": gmacs}
     seconds = megapixels = 0.0
     for name, pairs in sets.items():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unblur.blur.synth import PRESETS
-from unblur.io import list_images, read_image
+from unblur.data.paired import load_pairs
+from unblur.data.synthetic import blurred_photos
 from unblur.metrics import psnr
 from unblur.restore import Restorer
 
@@ -53,22 +53,6 @@ def evaluate(pairs, restorer):
     }
 
 
-def synthetic_pairs(folder, seed, preset, crop=0):
-    """Whole photos blurred by ``preset``; with ``crop`` > 0 only the centre crop x crop of each pair is scored."""
-    spec = PRESETS[preset]()
-    for i, path in enumerate(list_images([folder])):
-        blurred, sharp, _ = spec.make(read_image(path)[0], np.random.default_rng([seed, i]))
-        if crop:
-            y, x = max(0, (sharp.shape[0] - crop) // 2), max(0, (sharp.shape[1] - crop) // 2)
-            blurred, sharp = blurred[y : y + crop, x : x + crop], sharp[y : y + crop, x : x + crop]
-        yield path.stem, blurred, sharp
-
-
-def bench_pairs(folder):
-    for path in list_images([Path(folder) / "blur"]):
-        yield path.stem, read_image(path)[0], read_image(Path(folder) / "sharp" / path.name)[0]
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -86,9 +70,9 @@ if __name__ == "__main__":
         crop = f", centre {args.crop}x{args.crop}" if args.crop else ""
         print(f"synthetic val pairs ({args.val}, {preset}, seed {args.seed}{crop}):")
         key = "synthetic_val" if preset == "uniform-kernel" else f"synthetic_val_{preset}"
-        result[key] = evaluate(synthetic_pairs(args.val, args.seed, preset, args.crop), restorer)
+        result[key] = evaluate(blurred_photos(args.val, preset, args.seed, args.crop), restorer)
     if args.bench:
         print(f"benchmark pairs ({args.bench}):")
-        result["val_uniform"] = evaluate(bench_pairs(args.bench), restorer)
+        result["val_uniform"] = evaluate(load_pairs(args.bench), restorer)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -86,3 +86,20 @@ def test_synth_command_is_reproducible(tmp_path):
         assert (a / "kernel").exists() == (preset == "uniform-kernel")
         assert len((a / "meta.jsonl").read_text().splitlines()) == 4
     assert main(["synth", str(tmp_path / "sharp"), "-o", str(a), "-q"]) == 2  # an existing set is not overwritten
+
+
+def test_validation_sets_in_memory(tmp_path, sharp_folder):
+    """The two evaluation inputs the scripts share: a paired folder, and photos blurred whole by a preset."""
+    from unblur.data.paired import load_pairs
+    from unblur.data.synthetic import blurred_photos
+
+    for sub in ("blur", "sharp"):
+        (tmp_path / sub).mkdir()
+        for i in range(3):
+            Image.fromarray(textured(20, 30, i + (sub == "sharp"))).save(tmp_path / sub / f"p{i}.png")
+    pairs = list(load_pairs(tmp_path, limit=2))
+    assert [p[0] for p in pairs] == ["p0", "p1"] and pairs[0][1].shape == pairs[0][2].shape == (20, 30, 3)
+    a = list(blurred_photos(sharp_folder, "realistic", seed=3, crop=40))
+    b = list(blurred_photos(sharp_folder, "realistic", seed=3, crop=40))
+    assert len(a) == 4 and all(x[1].shape == (40, 40, 3) and np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not np.array_equal(a[0][1], next(blurred_photos(sharp_folder, "realistic", seed=4, crop=40))[1])

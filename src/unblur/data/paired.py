@@ -92,6 +92,13 @@ def find_pairs(root: str | Path) -> list[Pair]:
     return pairs
 
 
+def load_pairs(root: str | Path, limit: int | None = None):
+    """A paired folder (``blur/`` + ``sharp/``) read into memory: yields (name, blurred, sharp) arrays."""
+    pairs = find_pairs(root)[:limit]
+    for pair, (blurred, sharp) in zip(pairs, PairedImages(pairs)):
+        yield pair.name, blurred, sharp
+
+
 class PairedImages:
     """Index -> ``(blurred, sharp)`` float32 (H, W, 3) arrays in [0, 1] of a list of pairs."""
 

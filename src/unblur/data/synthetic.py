@@ -65,6 +65,35 @@ def _stack(pairs: list) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.from_numpy(np.stack([p[j] for p in pairs])).permute(0, 3, 1, 2).contiguous() for j in (0, 1))
 
 
+def _render_kernels(spec, windows: list, rngs: list, m: int, noise: torch.Generator | None = None):
+    """Blur uint8 windows with a kernel preset in one grouped convolution (much faster than one by one).
+
+    Window i's kernel and noise level come from ``rngs[i]``; its noise from a generator seeded by
+    ``rngs[i]`` too, or from ``noise``, one generator for the whole batch. Returns (blurred, sharp)
+    tensors (N, 3, S - 2m, S - 2m) in [0, 1].
+    """
+    kernels, sigmas, gens = [], [], []
+    for rng in rngs:
+        draw = spec.sample(rng)
+        kernels.append(draw["kernel"])
+        sigmas.append(draw["noise_sigma"])
+        if noise is None:
+            gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
+    sharp = torch.from_numpy(np.stack(windows)).permute(0, 3, 1, 2).float() / 255.0
+    blurred = spec.render(
+        sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), noise if noise is not None else gens, padding="valid"
+    )
+    return blurred, sharp[..., m:-m, m:-m].contiguous()
+
+
+def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
+    """A photo smaller than size x size, reflected up to it at the bottom/right (others as they are)."""
+    h, w = img.shape[:2]
+    if h >= size and w >= size:
+        return img
+    return np.pad(img, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
+
+
 class SyntheticPairs(torch.utils.data.Dataset):
     """Item ``s`` is the batch for training step ``s``: ``(blurred, sharp)``, each (B, 3, crop, crop) in [0, 1].
 
@@ -101,11 +130,8 @@ class SyntheticPairs(torch.utils.data.Dataset):
         size = self.crop + 2 * self.margin
         best, best_detail = None, -1.0
         for _ in range(10):
-            img = self.images[int(rng.integers(len(self.images)))]
+            img = _pad_to(self.images[int(rng.integers(len(self.images)))], size)
             h, w = img.shape[:2]
-            if h < size or w < size:  # small photo: reflect it up to size
-                img = np.pad(img, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
-                h, w = img.shape[:2]
             y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
             crop = img[y : y + size, x : x + size]
             detail = _detail(crop)
@@ -124,17 +150,7 @@ class SyntheticPairs(torch.utils.data.Dataset):
                 spec = self.specs[int(rng.integers(len(self.specs)))] if len(self.specs) > 1 else self.specs[0]
                 pairs.append(_simulate(spec, self._crop(rng), rng, m))
             return _stack(pairs)
-        # a single kernel preset: the whole batch in one grouped convolution (much faster)
-        spec, crops, kernels, sigmas, gens = self.specs[0], [], [], [], []
-        for rng in rngs:
-            crops.append(self._crop(rng))
-            draw = spec.sample(rng)
-            kernels.append(draw["kernel"])
-            sigmas.append(draw["noise_sigma"])
-            gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
-        sharp = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
-        blurred = spec.render(sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), gens, padding="valid")
-        return blurred, sharp[..., m:-m, m:-m].contiguous()
+        return _render_kernels(self.specs[0], [self._crop(rng) for rng in rngs], rngs, m)
 
 
 def fixed_pairs(
@@ -151,22 +167,23 @@ def fixed_pairs(
     size = crop + 2 * m
     windows = []
     for img in images:
-        h, w = img.shape[:2]
-        if h < size or w < size:
-            img = np.pad(img, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
-            h, w = img.shape[:2]
-        y, x = (h - size) // 2, (w - size) // 2
+        img = _pad_to(img, size)
+        y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
         windows.append(img[y : y + size, x : x + size])
+    rngs = [np.random.default_rng([seed, i]) for i in range(len(windows))]
     if len(specs) > 1 or not hasattr(specs[0], "render"):
-        return _stack(
-            [_simulate(specs[i % len(specs)], win, np.random.default_rng([seed, i]), m) for i, win in enumerate(windows)]
-        )
-    spec, kernels, sigmas = specs[0], [], []
-    for i in range(len(windows)):
-        draw = spec.sample(np.random.default_rng([seed, i]))
-        kernels.append(draw["kernel"])
-        sigmas.append(draw["noise_sigma"])
-    sharp = torch.from_numpy(np.stack(windows)).permute(0, 3, 1, 2).float() / 255.0
-    gen = torch.Generator().manual_seed(seed)
-    blurred = spec.render(sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), gen, padding="valid")
-    return blurred, sharp[..., m:-m, m:-m].contiguous()
+        return _stack([_simulate(specs[i % len(specs)], win, rng, m) for i, (win, rng) in enumerate(zip(windows, rngs))])
+    return _render_kernels(specs[0], windows, rngs, m, noise=torch.Generator().manual_seed(seed))
+
+
+def blurred_photos(folder: str | Path, preset: str, seed: int = 0, crop: int = 0, limit: int | None = None):
+    """Our synthetic validation protocol: every photo of ``folder`` (sorted, the first ``limit``),
+    blurred whole by ``preset`` with generator seed [seed, index]. Yields (name, blurred, sharp),
+    float32 (H, W, 3) in [0, 1]; with ``crop`` > 0 only the centre crop x crop of each pair."""
+    spec = PRESETS[preset]()
+    for i, path in enumerate(list_images([folder])[:limit]):
+        blurred, sharp, _ = spec.make(read_image(path)[0], np.random.default_rng([seed, i]))
+        if crop:
+            y, x = max(0, (sharp.shape[0] - crop) // 2), max(0, (sharp.shape[1] - crop) // 2)
+            blurred, sharp = blurred[y : y + crop, x : x + crop], sharp[y : y + crop, x : x + crop]
+        yield path.stem, blurred, sharp

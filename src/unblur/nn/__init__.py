@@ -42,3 +42,15 @@ def build(arch: str, config: dict):
     if arch not in BACKBONES:
         raise ValueError(f"unknown architecture '{arch}' (known: {', '.join(sorted([*BACKBONES, *METHODS]))})")
     return getattr(backbone_module(arch), BACKBONES[arch][1])(**config)
+
+
+def cost(model, size: int = 256) -> tuple[float, float]:
+    """(parameters in millions, GMACs for one size x size RGB image), MACs counted by PyTorch's
+    FlopCounterMode (convolutions and matrix products; FFTs and element-wise work not counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.rand(1, 3, size, size, device=next(model.parameters()).device))
+    return params, counter.get_total_flops() / 2e9
