@@ -171,37 +171,18 @@ def server():
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
-    """A Stable-Diffusion-shaped pipeline at toy size (random weights), saved as diffusers saves SD 2.x."""
-    diffusers = pytest.importorskip("diffusers")
+    """A Stable-Diffusion-shaped model at toy size (random weights, v-prediction), saved as diffusers saves SD 2.x."""
+    pytest.importorskip("diffusers")
     import torch
+
+    from unblur.methods.small_sd import build_small_sd
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny-sd")
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=8,
-        attention_head_dim=2,
-        norm_num_groups=4,
+    sd = build_small_sd(
+        vae_widths=[8, 16], unet_widths=[8, 16], cross_attention_dim=8, attention_head_dim=2, prediction_type="v_prediction"
     )
-    vae = diffusers.AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=16,
-    )
-    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
-    unet.save_pretrained(root / "unet")
-    vae.save_pretrained(root / "vae")
-    scheduler.save_pretrained(root / "scheduler")
-    return root, unet, vae
+    sd.unet.save_pretrained(root / "unet")
+    sd.vae.save_pretrained(root / "vae")
+    sd.scheduler.save_pretrained(root / "scheduler")
+    return root, sd.unet, sd.vae
