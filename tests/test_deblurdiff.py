@@ -1,5 +1,8 @@
 """DeblurDiff on a tiny random SD-shaped model: frozen parts stay frozen, the loss falls, sampling is seeded."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -77,32 +80,27 @@ def test_small_latent_diffusion_model_builds_and_drives_deblurdiff():
     assert out.shape == blurred.shape and torch.isfinite(out).all()
 
 
+def engine_config(folder, *overrides):
+    """A CPU-sized engine config on ``folder``'s photos (32-px crops), with ``overrides`` on top."""
+    from unblur.train.config import load_config
+
+    base = [f"data.train={folder}", f"data.val={folder}", "data.crop=32", "data.batch=4", "data.workers=0"]
+    base += ["data.val_crop=32", "data.val_images=4", "optim.warmup=2", "loss.pixel=l1", "train.device=cpu"]
+    return load_config(None, [*base, "train.tensorboard=false", *overrides])
+
+
 def test_vae_stage_trains_through_the_engine(sharp_folder, tmp_path):
     """The small VAE learns to reconstruct sharp crops with `unblur train`'s engine (method protocol)."""
-    from unblur.train.config import load_config
     from unblur.train.loop import train
 
-    cfg = load_config(
-        None,
-        [
-            "model.arch=small-vae",
-            "model.widths=[8, 16]",
-            f"data.train={sharp_folder}",
-            f"data.val={sharp_folder}",
-            "data.crop=32",
-            "data.batch=4",
-            "data.workers=0",
-            "data.val_crop=32",
-            "data.val_images=4",
-            "optim.steps=30",
-            "optim.warmup=2",
-            "optim.lr=3e-3",
-            "loss.pixel=l1",
-            "train.device=cpu",
-            "train.val_every=15",
-            "train.ckpt_every=30",
-            "train.tensorboard=false",
-        ],
+    cfg = engine_config(
+        sharp_folder,
+        "model.arch=small-vae",
+        "model.widths=[8, 16]",
+        "optim.steps=30",
+        "optim.lr=3e-3",
+        "train.val_every=15",
+        "train.ckpt_every=30",
     )
     summary = train(cfg, tmp_path / "vae", quiet=True)
     assert sum(summary["losses"][-5:]) < 0.7 * sum(summary["losses"][:5]), summary["losses"]
@@ -114,3 +112,71 @@ def test_vae_stage_trains_through_the_engine(sharp_folder, tmp_path):
 
     sd = build_small_sd(unet_widths=[16, 32], cross_attention_dim=16, attention_head_dim=4, vae=vae.vae)
     assert sd.vae is vae.vae
+
+
+TINY_SMALL = ["model.vae_widths=[8, 16]", "model.unet_widths=[8, 16]", "model.cross_attention_dim=8", "model.lkpn_width=8"]
+
+
+def test_deblurdiff_small_trains_on_a_trained_vae_and_deblurs_from_the_cli(sharp_folder, tmp_path):
+    """Both stages through the engine; the VAE stays as trained, the rest learns; `unblur deblur` samples
+    with --steps/--seed/--samples/--save-kernels, the same seed giving the same file."""
+    from unblur.cli import main
+    from unblur.io import read_image
+    from unblur.train.checkpoint import load_model_file
+    from unblur.train.loop import train
+
+    vae_cfg = engine_config(sharp_folder, "model.arch=small-vae", "model.widths=[8, 16]", "optim.steps=3", "train.val_every=3")
+    train(vae_cfg, tmp_path / "vae", quiet=True)
+    vae_file = tmp_path / "vae" / "last.safetensors"
+    cfg = engine_config(
+        sharp_folder,
+        "model.arch=deblurdiff-small",
+        f"model.vae={vae_file}",
+        *TINY_SMALL,
+        "model.kernel_size=3",
+        "model.val_steps=2",
+        "optim.steps=4",
+        "optim.lr=1e-3",
+        "train.val_every=4",
+        "train.ema=0",
+    )
+    summary = train(cfg, tmp_path / "dd", quiet=True)
+    assert all(math.isfinite(x) for x in summary["losses"]) and summary["best_val_psnr"] > 5
+    model, meta = load_model_file(tmp_path / "dd" / "last.safetensors")
+    assert meta["arch"] == "deblurdiff-small" and "vae" not in meta["config"]  # no path of this machine in the file
+    vae, _ = load_model_file(vae_file)
+    fresh = type(model)(**meta["config"])
+    assert all(torch.equal(a, b) for a, b in zip(model.vae.state_dict().values(), vae.vae.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(model.unet.state_dict().values(), fresh.unet.state_dict().values()))
+
+    photo = sharp_folder / min(p.name for p in sharp_folder.iterdir())
+    args = ["deblur", str(photo), "--model", str(tmp_path / "dd" / "last.safetensors"), "--steps", "2", "--tile", "48", "-q"]
+    assert main([*args, "-o", str(tmp_path / "a"), "--samples", "2", "--seed", "5", "--save-kernels"]) == 0
+    assert main([*args, "-o", str(tmp_path / "b"), "--seed", "5"]) == 0
+    a1, a2 = (read_image(tmp_path / "a" / f"{photo.stem}-{k}.png")[0] for k in (1, 2))
+    b = read_image(tmp_path / "b" / f"{photo.stem}.png")[0]
+    kernels = read_image(tmp_path / "a" / f"{photo.stem}-kernels.png")[0]
+    assert a1.shape == b.shape == kernels.shape == read_image(photo)[0].shape
+    assert np.array_equal(a1, b) and not np.array_equal(a1, a2)  # seed 5 twice; seeds 5 and 6 differ
+    assert main([*args, "-o", str(tmp_path / "b"), "--seed", "5"]) == 1  # refuses to overwrite
+
+
+def test_steps_and_samples_are_refused_for_a_regression_model(tmp_path, photo, capsys):
+    from unblur.cli import main
+
+    assert main(["deblur", str(photo), "-o", str(tmp_path / "o"), "--samples", "2"]) == 2
+    assert "diffusion models" in capsys.readouterr().err
+
+
+def test_kernel_map_shows_strength_and_orientation():
+    from unblur.methods.deblurdiff import kernel_map
+
+    k, h, w = 5, 4, 6
+    taps = torch.zeros(1, 2, k, k, h, w)  # two latent channels, the same kernels
+    taps[:, :, k // 2, :, :, :3] = 0.2  # left half: a horizontal line
+    taps[:, :, :, k // 2, :, 3:] = 0.1  # right half: a vertical line, half as strong
+    picture = kernel_map(taps.reshape(1, 2 * k * k, h, w), k)
+    assert picture.shape == (h, w, 3)
+    left, right = picture[0, 0], picture[0, -1]
+    assert left[0] > 0.9 and left[1] < 0.1 and left[2] < 0.1  # horizontal: red, full strength
+    assert right[0] < 0.1 and 0.4 < right[1] < 0.6 and 0.4 < right[2] < 0.6  # vertical: cyan, half as bright

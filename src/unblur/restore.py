@@ -17,10 +17,21 @@ class Restorer:
     ``restore(rgb)`` takes float32 (H, W, 3) in [0, 1] and returns the same shape.
     ``tile`` bounds memory: images larger than ``tile`` x ``tile`` are processed in
     overlapping tiles (0 = whole image at once).
+
+    Diffusion models (those with a ``sample`` method: DeblurDiff) draw their result from noise:
+    ``steps`` sampling steps (None: the model's default) from seed ``seed``; they tile in latent
+    space themselves, so one coherent sample covers the whole image (:meth:`sample`).
     """
 
     def __init__(
-        self, model: str | Path | None = None, device: str = "auto", tile: int = 512, overlap: int = 48, prior: str = "tile"
+        self,
+        model: str | Path | None = None,
+        device: str = "auto",
+        tile: int = 512,
+        overlap: int = 48,
+        prior: str = "tile",
+        steps: int | None = None,
+        seed: int = 0,
     ):
         from unblur.train.loop import pick_device
         from unblur.zoo import load_model
@@ -32,6 +43,12 @@ class Restorer:
         if prior not in ("tile", "image"):
             raise ValueError(f"prior must be 'tile' or 'image', got {prior!r}")
         self.prior = prior if hasattr(self.model, "image_prior") else "tile"
+        self.generative = hasattr(self.model, "sample")
+        if (steps is not None or seed) and not self.generative:
+            raise ValueError("steps and seed are options of diffusion models; this model is deterministic")
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        self.steps, self.seed = steps, seed
 
     @torch.no_grad()
     def _run(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -45,7 +62,9 @@ class Restorer:
     @torch.no_grad()
     def restore(self, rgb: np.ndarray, kernel: np.ndarray | None = None) -> np.ndarray:
         """``kernel`` is accepted for a common interface with the classical methods and ignored (the network is blind)."""
-        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
+        if self.generative:
+            return self.sample(rgb, self.seed)[0]
+        x = _tensor(rgb)
         if self.tile and max(x.shape[-2:]) > self.tile:
             if self.prior == "image":
                 z = self.model.image_prior(x.to(self.device), self.tile)
@@ -54,15 +73,47 @@ class Restorer:
                 y = run_tiled(self._run, x, self.tile, self.overlap)
         else:
             y = self._run(x)
-        return y[0].float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+        return _array(y)
+
+    @torch.no_grad()
+    def sample(self, rgb: np.ndarray, seed: int, kernels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """A diffusion model's result for ``seed``, (H, W, 3) in [0, 1], and with ``kernels`` a picture of the
+        kernels its LKPN predicted at the last step (:func:`unblur.methods.deblurdiff.kernel_map`), the same size."""
+        from unblur.methods.deblurdiff import kernel_map
+
+        x = _tensor(rgb).to(self.device)
+        out = self.model(x, steps=self.steps, seed=seed, tile=self.tile, return_kernels=kernels)
+        if not kernels:
+            return _array(out), None
+        image, k = out
+        picture = kernel_map(k.cpu(), self.model.kernel_size)
+        h, w = rgb.shape[:2]
+        picture = np.repeat(np.repeat(picture, self.model.factor, 0), self.model.factor, 1)[:h, :w]  # one block per latent pixel
+        return _array(image), picture
 
 
-def make_restorer(name: str | Path | None = None, device: str = "auto", tile: int = 512):
+def _tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float32 -> (1, 3, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
+
+
+def _array(y: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) -> (H, W, 3) float32 in [0, 1] on the CPU."""
+    return y[0].float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def make_restorer(name: str | Path | None = None, device: str = "auto", tile: int = 512, steps: int | None = None, seed: int = 0):
     """A registered network, a model file, or a classical method (``identity``, ``wiener-oracle``, ``rl-oracle``),
-    all with ``restore(rgb, kernel=None)`` and a ``needs_kernel`` flag."""
+    all with ``restore(rgb, kernel=None)`` and a ``needs_kernel`` flag. ``NAME@N`` names a diffusion
+    model sampled with N steps (a benchmark row per step count: ``deblurdiff-small@5``)."""
     from unblur.baselines import ClassicalRestorer
     from unblur.zoo import CLASSICAL
 
     if name is not None and str(name) in CLASSICAL:
         return ClassicalRestorer(str(name))
-    return Restorer(name, device=device, tile=tile)
+    if name is not None and "@" in str(name) and not Path(name).exists():
+        name, _, count = str(name).rpartition("@")
+        if not count.isdigit():
+            raise ValueError(f"'{name}@{count}': the part after @ must be a number of sampling steps")
+        steps = int(count)
+    return Restorer(name, device=device, tile=tile, steps=steps, seed=seed)

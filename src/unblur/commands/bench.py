@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
     b.add_argument(
         "--models",
         default="identity,nafnet-small",
-        help="comma-separated names (see `unblur models`); identity is always included",
+        help="comma-separated names (see `unblur models`); identity is always included; "
+        "NAME@N runs a diffusion model with N sampling steps (e.g. deblurdiff-small@5,deblurdiff-small@20)",
     )
     b.add_argument("--out", default=None, metavar="REPORT_DIR", help="report folder (default: bench-<data name>)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -36,7 +37,11 @@ def run(args) -> int:
     from unblur.zoo import CLASSICAL, MODELS
 
     models = ["identity"] + [m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "identity"]
-    unknown = [m for m in models if m not in MODELS and m not in CLASSICAL and not m.endswith(".safetensors")]
+    unknown = [
+        m
+        for m in models
+        if m.rpartition("@")[0] not in MODELS and m not in MODELS and m not in CLASSICAL and not m.endswith(".safetensors")
+    ]
     if unknown:
         raise UsageError(f"unknown model(s): {', '.join(unknown)} (see `unblur models`)")
     data = Path(args.data)

@@ -32,6 +32,21 @@ def add_parser(sub) -> None:
     d.add_argument(
         "--max-megapixels", type=float, default=100.0, metavar="MP", help="refuse images larger than this (default 100)"
     )
+    g = d.add_argument_group("diffusion models (deblurdiff-small)")
+    g.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the model's own, 10)")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed: the same seed gives the same result (default 0)")
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        metavar="K",
+        help="write K results per image, seeds S..S+K-1, as NAME-1.png ... NAME-K.png",
+    )
+    g.add_argument(
+        "--save-kernels",
+        action="store_true",
+        help="also write NAME-kernels.png: the predicted blur kernels (brightness: strength, hue: orientation)",
+    )
     d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     d.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     d.set_defaults(func=run)
@@ -49,28 +64,37 @@ def run(args) -> int:
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"output {outdir} exists and is not a folder")
+    if args.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {args.samples}")
     try:
-        restorer = make_restorer(args.model, device=args.device, tile=args.tile)
+        restorer = make_restorer(args.model, device=args.device, tile=args.tile, steps=args.steps, seed=args.seed)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     if restorer.needs_kernel:
         raise UsageError(f"{args.model} is non-blind (it needs the true kernel): use it in `unblur bench` on a set with kernels")
+    if (args.samples > 1 or args.save_kernels) and not getattr(restorer, "generative", False):
+        raise UsageError("--samples and --save-kernels are for diffusion models (e.g. --model deblurdiff-small)")
     outdir.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[Path, str]] = []
     claimed: dict[str, Path] = {}
     bar = tqdm(paths, desc="deblur", unit="img", disable=len(paths) < 2 or args.quiet)
     for path in bar:
-        target = outdir / f"{path.stem}.png"
+        targets = outputs(outdir, path.stem, args.samples, args.save_kernels)
+        target = targets[0]
         if target.name in claimed:
             failed.append((path, f"same output name as {claimed[target.name]} ({target})"))
             continue
         claimed[target.name] = path
-        if target.exists() and not args.overwrite:
-            failed.append((path, f"{target} exists (use --overwrite to replace it)"))
+        existing = [t for t in targets if t.exists()]
+        if existing and not args.overwrite:
+            failed.append((path, f"{existing[0]} exists (use --overwrite to replace it)"))
             continue
         try:
             rgb, info = read_image(path, max_pixels=int(args.max_megapixels * 1e6))
-            write_image(target, restorer.restore(rgb), info, overwrite=args.overwrite)
+            if getattr(restorer, "generative", False):
+                write_samples(restorer, rgb, info, targets, args)
+            else:
+                write_image(target, restorer.restore(rgb), info, overwrite=args.overwrite)
         except ImageError as err:
             failed.append((path, str(err)))
         except (RuntimeError, MemoryError) as err:  # e.g. out of memory on a huge tile: go on with the rest
@@ -87,3 +111,20 @@ def run(args) -> int:
         _err(f"{len(failed)} of {len(paths)} failed: {', '.join(str(p) for p, _ in failed)}")
         return 1
     return 0
+
+
+def outputs(outdir: Path, stem: str, samples: int, kernels: bool) -> list[Path]:
+    """The files one input makes: NAME.png, or NAME-1.png ... NAME-K.png; then NAME-kernels.png if asked."""
+    names = [f"{stem}.png"] if samples == 1 else [f"{stem}-{k}.png" for k in range(1, samples + 1)]
+    return [outdir / n for n in names] + ([outdir / f"{stem}-kernels.png"] if kernels else [])
+
+
+def write_samples(restorer, rgb, info, targets: list[Path], args) -> None:
+    """A diffusion model's results for seeds S..S+K-1 (and the kernel picture of the first)."""
+    from unblur.io import write_image
+
+    for k in range(args.samples):
+        image, kernels = restorer.sample(rgb, args.seed + k, kernels=args.save_kernels and k == 0)
+        write_image(targets[k], image, info, overwrite=args.overwrite)
+        if kernels is not None:
+            write_image(targets[-1], kernels, overwrite=args.overwrite)  # a picture: 8-bit RGB whatever the input

@@ -20,13 +20,17 @@ callers pad). The empty prompt is an all-zero text embedding: we do not load a t
 
 from __future__ import annotations
 
+from functools import partial
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unblur.methods.deblurdiff_core import LKPN, eac
 from unblur.methods.sd_loading import LatentDiffusion
-from unblur.nn.layers import eval_frozen
+from unblur.nn.layers import eval_frozen, pad_to_multiple
+from unblur.tiling import run_tiled
 
 
 def adain_colour_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -93,16 +97,166 @@ class DeblurDiff(nn.Module):
         target = noise if kind == "epsilon" else self.scheduler.get_velocity(z_sharp, noise, t)
         return F.mse_loss(pred, target) + self.latent_weight * F.mse_loss(z_s, z_sharp)
 
+    @property
+    def factor(self) -> int:
+        """Image pixels per latent pixel (the VAE's downsampling: 8 for SD)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
     @torch.no_grad()
-    def sample(self, blurred: torch.Tensor, steps: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Deblur (B, 3, H, W) in [0, 1] with ``steps`` DDIM steps; the same generator seed gives the same image."""
+    def sample(
+        self,
+        blurred: torch.Tensor,
+        steps: int = 20,
+        generator: torch.Generator | None = None,
+        tile: int = 0,
+        overlap: int = 64,
+        return_kernels: bool = False,
+    ):
+        """Deblur (B, 3, H, W) in [0, 1] (H, W multiples of the UNet's total downsampling) with ``steps`` DDIM steps.
+
+        The same generator seed gives the same image. ``tile`` > 0 bounds memory for large images (B = 1):
+        the VAE runs on overlapping ``tile``-pixel tiles, and at every step the UNet predicts on overlapping
+        latent tiles whose predictions are blended before the scheduler's step, so one coherent latent
+        is denoised (the tiles never drift apart). ``return_kernels``: also return the LKPN's kernels of
+        the last step, (B, C*k*k, H/f, W/f).
+        """
         from diffusers import DDIMScheduler
 
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         scheduler.set_timesteps(steps, device=blurred.device)
-        z_blur = self.encode(blurred)
+        f, c = self.factor, self.unet.config.in_channels
+        tiled = tile > 0 and max(blurred.shape[-2:]) > tile
+        if tiled and blurred.shape[0] != 1:
+            raise ValueError("tiled sampling takes one image at a time")
+
+        def latent_tiles(fn, z):  # fn over overlapping latent tiles of z (1, ., h, w), or whole
+            if not tiled:
+                return fn(z)
+            return run_tiled(fn, z, tile // f, overlap // f).to(z)
+
+        z_blur = run_tiled(self.encode, blurred, tile, overlap, 1 / f).to(blurred) if tiled else self.encode(blurred)
         z = torch.randn(z_blur.shape, generator=generator).to(z_blur) * scheduler.init_noise_sigma
+
+        def predict(u, t):  # u: cat(z_t, z_blur) of one tile
+            return self.denoise(u[:, :c], t.expand(u.shape[0]), u[:, c:])[0]
+
         for t in scheduler.timesteps:
-            pred, _ = self.denoise(z, t.expand(z.shape[0]), z_blur)
-            z = scheduler.step(pred, t, z).prev_sample
-        return adain_colour_fix(self.decode(z), blurred).clamp(0, 1)
+            z = scheduler.step(latent_tiles(partial(predict, t=t), torch.cat([z, z_blur], 1)), t, z).prev_sample
+        image = run_tiled(self.decode, z, tile // f, overlap // f, f).to(z) if tiled else self.decode(z)
+        image = adain_colour_fix(image, blurred).clamp(0, 1)
+        if not return_kernels:
+            return image
+        kernels = latent_tiles(lambda u: self.lkpn(u[:, c:], u[:, :c], t.expand(u.shape[0])), torch.cat([z, z_blur], 1))
+        return image, kernels
+
+
+def kernel_map(kernels: torch.Tensor, k: int) -> np.ndarray:
+    """Picture of predicted kernels, (1, C*k*k, h, w) in :func:`eac`'s layout -> (h, w, 3) RGB in [0, 1].
+
+    Per pixel, the kernels are averaged over latent channels; brightness is their energy (sum of
+    absolute taps, scaled by its 99th percentile over the image), hue the orientation of the
+    off-centre mass (second moments of |K| over the tap offsets: a horizontal smear is red,
+    vertical cyan), saturation how elongated that mass is (0: isotropic, 1: a line).
+    """
+    import cv2
+
+    taps = kernels[0].float().view(-1, k, k, *kernels.shape[-2:]).mean(0).abs()  # (k, k, h, w)
+    offsets = torch.arange(k, dtype=torch.float32) - k // 2
+    dy, dx = offsets.view(k, 1, 1, 1), offsets.view(1, k, 1, 1)
+    mass = taps.sum((0, 1)) + 1e-12
+    sxx, syy, sxy = ((taps * m).sum((0, 1)) / mass for m in (dx * dx, dy * dy, dx * dy))
+    angle = 0.5 * torch.atan2(2 * sxy, sxx - syy)  # (-pi/2, pi/2]: orientation, not direction
+    elongation = torch.sqrt((sxx - syy) ** 2 + 4 * sxy**2) / (sxx + syy + 1e-12)
+    energy = mass / (torch.quantile(mass.flatten(), 0.99) + 1e-12)
+    hsv = np.stack(
+        [
+            ((angle % torch.pi) / torch.pi * 180).numpy(),
+            (elongation.clamp(0, 1) * 255).numpy(),
+            (energy.clamp(0, 1) * 255).numpy(),
+        ],
+        axis=-1,
+    ).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32) / 255
+
+
+class DeblurDiffSmall(DeblurDiff):
+    """DeblurDiff on our small latent diffusion model, trained here from scratch (``arch: deblurdiff-small``).
+
+    No Stable Diffusion prior exists on this machine, so the UNet trains with the ControlNet and the
+    LKPN (``train_unet``); the VAE comes trained from its own stage (``vae``: the path of that stage's
+    model file, read at construction only; the weights then live in this model's state dict).
+
+    Engine protocol: ``forward(x, sharp, image_loss=...)`` returns the training loss (noise and
+    timesteps from the global generator, which the engine seeds and checkpoints); ``forward(x)``
+    deblurs (B, 3, H, W) in [0, 1], any size: padded to the UNet's multiple, ``steps`` DDIM steps
+    (default ``val_steps``) from seed ``seed``, tiled above ``tile`` pixels.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        vae_widths=(32, 64, 128),
+        unet_widths=(32, 64, 128),
+        cross_attention_dim: int = 64,
+        prediction_type: str = "v_prediction",
+        kernel_size: int = 5,
+        lkpn_width: int = 32,
+        latent_weight: float = 1.0,
+        train_unet: bool = True,
+        val_steps: int = 10,
+        vae: str | None = None,
+    ):
+        from unblur.methods.small_sd import build_small_sd, load_trained_vae
+
+        sd = build_small_sd(
+            latent_channels,
+            vae_widths,
+            unet_widths,
+            cross_attention_dim,
+            prediction_type=prediction_type,
+            vae=load_trained_vae(vae) if vae else None,
+        )
+        super().__init__(sd, kernel_size=kernel_size, lkpn_width=lkpn_width, latent_weight=latent_weight)
+        self.unet.requires_grad_(train_unet)
+        self.val_steps = val_steps
+        self.config = {
+            "latent_channels": latent_channels,
+            "vae_widths": list(vae_widths),
+            "unet_widths": list(unet_widths),
+            "cross_attention_dim": cross_attention_dim,
+            "prediction_type": prediction_type,
+            "kernel_size": kernel_size,
+            "lkpn_width": lkpn_width,
+            "latent_weight": latent_weight,
+            "train_unet": train_unet,
+            "val_steps": val_steps,
+        }
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's and the UNet's downsampling together."""
+        return self.factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sharp: torch.Tensor | None = None,
+        image_loss=None,
+        *,
+        steps: int | None = None,
+        seed: int = 0,
+        tile: int = 512,
+        return_kernels: bool = False,
+    ):
+        if image_loss is not None:
+            return self.loss(x, sharp)
+        h, w = x.shape[-2:]
+        padded, _ = pad_to_multiple(x, self.multiple)
+        tile = tile // self.multiple * self.multiple  # every latent tile a valid UNet input
+        overlap = tile // 4 // self.factor * self.factor
+        generator = torch.Generator().manual_seed(seed)
+        out = self.sample(padded, steps or self.val_steps, generator, tile, overlap, return_kernels=return_kernels)
+        if not return_kernels:
+            return out[..., :h, :w]
+        image, kernels = out
+        return image[..., :h, :w], kernels[..., : -(-h // self.factor), : -(-w // self.factor)]

@@ -93,3 +93,13 @@ def build_small_sd(
         prediction_type=prediction_type,
     )
     return LatentDiffusion(unet, vae, scheduler, float(vae.config.scaling_factor))
+
+
+def load_trained_vae(path: str):
+    """The ``AutoencoderKL`` of a model file written by the VAE stage (``arch: small-vae``), frozen, in eval mode."""
+    from unblur.train.checkpoint import load_model_file
+
+    model, meta = load_model_file(path)
+    if meta["arch"] != "small-vae":
+        raise ValueError(f"{path}: expected a small-vae model file (the VAE stage), got arch '{meta['arch']}'")
+    return model.vae.requires_grad_(False).eval()
