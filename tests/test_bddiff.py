@@ -45,3 +45,255 @@ def test_position_codes_are_distinct_per_place():
     assert codes.shape == (20, 16) and torch.unique(codes, dim=0).shape[0] == 20
     with pytest.raises(ValueError):
         sincos_2d(2, 2, 10)
+
+
+# -- the generator and its three tasks (BDDiff), on a tiny random latent diffusion model -------------------
+
+BD_TINY = {
+    "vae_widths": [8, 16],
+    "unet_widths": [16, 32],
+    "unet_heads": 4,
+    "token_width": 32,
+    "structure_queries": 8,
+    "blur_queries": 4,
+    "qformer_layers": 1,
+    "qformer_heads": 2,
+    "val_steps": 2,
+}
+
+
+def bd_model(**weights):
+    pytest.importorskip("diffusers")
+    from unblur.methods.bddiff import BDDiff
+
+    torch.manual_seed(0)
+    return BDDiff(**BD_TINY, **weights)
+
+
+def bd_batch(size: int = 16):
+    """(blurred, sharp, target): synthetic pairs blurred by a 3x3 box, unpaired targets by a horizontal 1x7 box."""
+    gen = torch.Generator().manual_seed(3)
+    sharp = torch.rand(2, 3, size, size, generator=gen)
+    blurred = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1, count_include_pad=False)
+    target = torch.nn.functional.avg_pool2d(
+        torch.rand(2, 3, size, size, generator=gen), (1, 7), 1, (0, 3), count_include_pad=False
+    )
+    return blurred, sharp, target
+
+
+@pytest.mark.parametrize(
+    "task, weights",
+    [
+        ("deblur", {"w_deblur": 1.0, "w_transfer": 0.0, "w_recon": 0.0}),
+        ("transfer", {"w_deblur": 0.0, "w_transfer": 1.0, "w_recon": 0.0, "w_consistency": 1.0}),
+        ("recon", {"w_deblur": 0.0, "w_transfer": 0.0, "w_recon": 1.0}),
+    ],
+)
+def test_each_task_alone_trains_the_unet_and_decoupler_and_its_loss_falls(task, weights):
+    net = bd_model(**weights).train()
+    vae = {n: p.clone() for n, p in net.vae.named_parameters()}
+    assert not net.vae.training and not any(p.requires_grad for p in net.vae.parameters())
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    blurred, sharp, target = bd_batch()
+    losses, terms = [], []
+    for _ in range(20):
+        loss = net.loss(blurred, sharp, target, generator=torch.Generator().manual_seed(0))  # a fixed noise and t
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        terms.append(net.last_losses)
+    expected = {"deblur": {"deblur"}, "transfer": {"transfer", "consistency"}, "recon": {"recon"}}[task]
+    assert set(terms[0]) == expected
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert all(terms[-1][k] < terms[0][k] for k in expected), (terms[0], terms[-1])
+    assert all(torch.equal(p, vae[n]) for n, p in net.vae.named_parameters())  # the VAE stays frozen
+    assert net.decoupler.encoder.patch.weight.grad.abs().sum() > 0 and net.unet.conv_in.weight.grad.abs().sum() > 0
+    # a part no task uses is frozen (data-parallel training needs a gradient for every trained weight)
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    assert net.decoupler.sharp_tokens.requires_grad == (task == "deblur")
+
+
+def test_the_tasks_are_summed_with_their_weights_and_target_is_optional():
+    blurred, sharp, target = bd_batch()
+    net = bd_model(w_deblur=1.0, w_transfer=0.5, w_recon=0.25, w_consistency=0.1)
+    loss = net.loss(blurred, sharp, target, generator=torch.Generator().manual_seed(1))
+    t = net.last_losses
+    assert loss.item() == pytest.approx(
+        t["deblur"] + 0.5 * (t["transfer"] + 0.1 * t["consistency"]) + 0.25 * t["recon"], rel=1e-5
+    )
+    net.loss(blurred, sharp, generator=torch.Generator().manual_seed(1))
+    assert set(net.last_losses) == {"deblur", "transfer", "recon"}  # no target: task 2 is only supervised
+    # the engine's protocol: forward with image_loss trains (noise from the global generator)
+    torch.manual_seed(5)
+    a = net(blurred, sharp, image_loss=object(), target=target)
+    torch.manual_seed(5)
+    assert torch.equal(a, net(blurred, sharp, image_loss=object(), target=target))
+
+
+def test_the_unet_reads_the_tokens_through_cross_attention():
+    net = bd_model().eval()
+    z = net.encode(bd_batch()[0])
+    s, b = net.decoupler.both(z)
+    assert z.shape == (2, 4, 8, 8) and s.shape == (2, 8, 32) and b.shape == (2, 4, 32)
+    t = torch.tensor([400, 400])
+    with torch.no_grad():
+        sharp_ctx = net.unet(z, t, net.decoupler.condition(s, net.decoupler.sharp_blur(2))).sample
+        blur_ctx = net.unet(z, t, net.decoupler.condition(s, b)).sample
+    assert not torch.allclose(sharp_ctx, blur_ctx)
+
+
+def test_transfer_renders_at_the_structure_images_size():
+    net = bd_model().eval()
+    gen = torch.Generator().manual_seed(0)
+    structure, blur = torch.rand(2, 3, 20, 12, generator=gen), torch.rand(1, 3, 16, 24, generator=gen)
+    out = net.transfer(structure, blur, steps=2, generator=torch.Generator().manual_seed(1))
+    assert out.shape == structure.shape and out.min() >= 0 and out.max() <= 1
+    again = net.transfer(structure, blur, steps=2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+
+
+def test_deblurring_is_deterministic_for_a_seed_and_any_size():
+    net = bd_model().eval()
+    blurred = bd_batch()[0][:, :, :13, :15]
+    a = net.sample(blurred, steps=2, generator=torch.Generator().manual_seed(7))
+    b = net.sample(blurred, steps=2, generator=torch.Generator().manual_seed(7))
+    c = net.sample(blurred, steps=2, generator=torch.Generator().manual_seed(8))
+    assert a.shape == blurred.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(net(blurred), net(blurred)) and net(blurred).shape == blurred.shape  # validation: seed 0
+
+
+def test_large_images_are_denoised_in_latent_tiles_each_with_its_own_tokens():
+    net = bd_model().eval()
+    blurred = torch.rand(1, 3, 40, 28, generator=torch.Generator().manual_seed(2))
+    tiled = net(blurred, tile=16, seed=3)
+    assert tiled.shape == blurred.shape and torch.equal(tiled, net(blurred, tile=16, seed=3))
+    assert not torch.equal(tiled, net(blurred, seed=3))  # whole: one set of tokens for the whole image
+    assert torch.equal(net(blurred, tile=64, seed=3), net(blurred, seed=3))  # one tile: the same as whole
+    with pytest.raises(ValueError, match="kernels"):
+        net(blurred, return_kernels=True)
+
+
+def test_config_rebuilds_the_model_and_the_vae_file_is_not_part_of_it(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from unblur import nn as unets
+    from unblur.methods.small_sd import SmallVAE
+    from unblur.train.checkpoint import save_model_file
+
+    torch.manual_seed(1)
+    vae_file = save_model_file(tmp_path / "vae.safetensors", SmallVAE(widths=[8, 16]), "small-vae")
+    net = bd_model(vae=str(vae_file))
+    assert "vae" not in net.config and json.loads(json.dumps(net.config)) == net.config
+    stage = SmallVAE(widths=[8, 16])
+    stage.load_state_dict(load_file(str(vae_file)))
+    assert all(torch.equal(a, b) for a, b in zip(net.vae.state_dict().values(), stage.vae.state_dict().values()))
+    rebuilt = unets.build("bd-diff-small", net.config)
+    rebuilt.load_state_dict(net.state_dict())
+    blurred = bd_batch()[0]
+    assert torch.equal(rebuilt.eval()(blurred), net.eval()(blurred))
+    with pytest.raises(ValueError, match="widths"):
+        bd_model(vae=str(vae_file), latent_channels=8)
+
+
+def blurred_folder(folder, sizes):
+    """A target domain: photo-like images smeared horizontally (a 1x9 box), saved as PNGs."""
+    import cv2
+    from conftest import textured
+    from PIL import Image
+
+    folder.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(cv2.blur(textured(h, w, seed=10 + i), (9, 1))).save(folder / f"t{i}.png")
+    return folder
+
+
+def test_unpaired_crops_are_seeded_per_step_and_pad_small_images(tmp_path):
+    from unblur.data.synthetic import UnpairedCrops, load_folder
+
+    images = load_folder(blurred_folder(tmp_path / "target", [(40, 48), (10, 12)]))
+    crops = UnpairedCrops(images, crop=24, batch=3, seed=2)
+    a = crops[5]
+    assert a.shape == (3, 3, 24, 24) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, crops[5]) and not torch.equal(a, crops[6])
+    assert torch.equal(UnpairedCrops(images, 24, 2, seed=2, offset=1)[5], a[1:])  # a second process's slice
+
+
+def bd_config(sharp_folder, target, steps, **extra):
+    from unblur.train.config import load_config
+
+    sets = {
+        "model.arch": "bd-diff-small",
+        **{f"model.{k}": v for k, v in BD_TINY.items()},
+        "data.train": sharp_folder,
+        "data.val": "",
+        "data.target": target,
+        "data.crop": 16,
+        "data.batch": 2,
+        "data.workers": 0,
+        "optim.steps": steps,
+        "optim.warmup": 1,
+        "optim.lr": 1e-3,
+        "train.device": "cpu",
+        "train.ckpt_every": 2,
+        "train.tensorboard": False,
+        **extra,
+    }
+    return load_config(None, [f"{k}={v}" for k, v in sets.items()])
+
+
+def test_bd_diff_trains_through_the_engine_with_an_unpaired_target_domain(sharp_folder, tmp_path, monkeypatch):
+    pytest.importorskip("diffusers")
+    import functools
+
+    from unblur.methods.bddiff import BDDiff
+    from unblur.train.checkpoint import load_model_file
+    from unblur.train.loop import train
+
+    target = blurred_folder(tmp_path / "target", [(40, 48), (12, 20), (30, 30)])
+    seen = []
+    original = BDDiff.forward
+
+    @functools.wraps(original)
+    def spy(self, x, *args, **kwargs):
+        if kwargs.get("image_loss") is not None:
+            seen.append(kwargs.get("target"))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(BDDiff, "forward", spy)
+    cfg = bd_config(
+        sharp_folder, target, 4, **{"data.val": sharp_folder, "data.val_crop": 16, "data.val_images": 2, "train.val_every": 2}
+    )
+    summary = train(cfg, tmp_path / "run", quiet=True)
+    assert len(summary["losses"]) == 4 and all(torch.isfinite(torch.tensor(summary["losses"])))
+    assert len(seen) == 4 and all(t is not None and t.shape == (2, 3, 16, 16) for t in seen)
+    model, meta = load_model_file(tmp_path / "run" / "last.safetensors")
+    assert meta["arch"] == "bd-diff-small" and meta["step"] == 4 and isinstance(model, BDDiff)
+    assert model(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    from unblur.restore import make_restorer  # what `unblur deblur --model last.safetensors` runs
+
+    rgb = torch.rand(21, 18, 3).numpy()
+    assert make_restorer(tmp_path / "run" / "last.safetensors", device="cpu").restore(rgb).shape == rgb.shape
+
+
+def test_a_resumed_run_draws_the_same_target_crops(sharp_folder, tmp_path):
+    pytest.importorskip("diffusers")
+    from unblur.train.loop import train
+
+    target = blurred_folder(tmp_path / "target", [(40, 48), (12, 20)])
+    straight = train(bd_config(sharp_folder, target, 4), tmp_path / "a", quiet=True)
+    train(bd_config(sharp_folder, target, 4), tmp_path / "b", quiet=True, stop_at=2)
+    resumed = train(bd_config(sharp_folder, target, 4), tmp_path / "b", resume="auto", quiet=True)
+    assert resumed["start"] == 2 and resumed["losses"] == straight["losses"][2:]
+
+
+def test_a_target_domain_needs_a_method_that_uses_it(sharp_folder, tmp_path):
+    from unblur.train.loop import train
+
+    target = blurred_folder(tmp_path / "target", [(40, 48)])
+    cfg = bd_config(sharp_folder, target, 1)
+    cfg["model"] = {"arch": "nafnet", "width": 8, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
+    with pytest.raises(ValueError, match="data.target"):
+        train(cfg, tmp_path / "n", quiet=True)

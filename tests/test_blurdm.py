@@ -250,3 +250,130 @@ def test_bundled_blurdm_model_restores_a_photo_per_tile_and_per_image(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "out" / "in.png").size == (50, 40)
+
+
+# -- our option: physical partial exposures supervise every reverse step (exposure_weight) --------------
+
+
+def test_reverse_chain_reports_each_steps_noise_free_mean():
+    """With exact estimates, the estimate z_{t-1} - bbeta_{t-1} eps_hat is the forward process's mean."""
+    s = BlurSchedule()
+    gen = torch.Generator().manual_seed(2)
+    z0, eps, z_blur = (torch.randn(3, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    residual = [(s.alphas[t] - s.alphas[t - 1]) / (s.alphas[-1] - 1) * (s.alphas[-1] * z_blur - z0) for t in range(6)]
+    means = []
+    sample(s, lambda zb, lv, z: residual[round(lv[0, 0].item() * 5)], lambda *a: eps, z_blur, eps, means=means)
+    zero = torch.zeros_like(eps)
+    expected = [s.marginal(z0, sum(residual[1 : t + 1], zero), t, zero) for t in range(s.steps - 1, -1, -1)]
+    assert len(means) == s.steps and all(torch.allclose(m, e, atol=1e-12) for m, e in zip(means, expected))
+
+
+def test_partial_kernels_sum_to_one_and_grow_from_the_identity_to_the_whole_kernel():
+    import numpy as np
+
+    from unblur.blur.kernels import embed, motion_path, partial_kernels, path_kernel
+
+    for seed in range(5):
+        size = [9, 15, 25][seed % 3]
+        path = motion_path(size, np.random.default_rng(seed))
+        parts = partial_kernels(path, 25, [0.0, 0.2, 0.6, 1.0])
+        assert parts.shape == (4, 25, 25) and parts.dtype == np.float32
+        assert np.allclose(parts.sum(axis=(1, 2)), 1, atol=1e-6)
+        assert parts[0, 12, 12] == 1  # f = 0: one point on the central pixel, the identity
+        assert np.allclose(parts[-1], embed(path_kernel(path, size), 25), atol=1e-6)  # f = 1: the kernel itself
+        # every partial kernel is centred like the whole one: the partial exposure does not shift the image
+        grid = np.arange(25)
+        for k in parts:
+            assert np.allclose([(k.sum(0) * grid).sum(), (k.sum(1) * grid).sum()], 12, atol=1e-4)
+
+
+def test_partial_exposures_run_from_the_sharp_to_the_noise_free_blurred_image():
+    import numpy as np
+
+    from unblur.blur.synth import UniformKernelBlur
+
+    spec = UniformKernelBlur(max_noise=0.0, quantise_bits=None)  # the camera's noise and 8 bits off
+    rngs = [np.random.default_rng([3, i]) for i in range(3)]
+    draws = [spec.sample(rng) for rng in rngs]
+    sharp = torch.rand(3, 3, 40, 40)
+    blurred = spec.render(sharp, torch.from_numpy(np.stack([d["kernel"] for d in draws])), torch.zeros(3), padding="valid")
+    parts = spec.partial_exposures(sharp, [d["path"] for d in draws], [0.0, 0.5, 1.0], padding="valid")
+    assert parts.shape == (3, 3, 3, 16, 16) and 0 <= parts.min() and parts.max() <= 1
+    assert torch.allclose(parts[:, 0], sharp[..., 12:-12, 12:-12], atol=1e-5)  # alpha -> 0: the sharp image
+    assert torch.allclose(parts[:, -1], blurred, atol=1e-5)  # alpha = 1: the blurred image
+
+
+def test_synthetic_pairs_are_the_same_with_and_without_partial_exposures(sharp_folder):
+    from unblur.data.synthetic import SyntheticPairs, load_folder
+
+    images = load_folder(sharp_folder)
+    plain = SyntheticPairs(images, crop=32, batch=3, seed=4)
+    with_parts = SyntheticPairs(images, crop=32, batch=3, seed=4, exposure_fractions=(0.25, 0.5, 0.75))
+    for step in (0, 5):
+        blurred, sharp = plain[step]
+        item = with_parts[step]
+        assert torch.equal(item["blurred"], blurred) and torch.equal(item["sharp"], sharp)
+        assert item["exposures"].shape == (3, 3, 3, 32, 32)
+    # the partial exposures lie between the sharp and the blurred crops: closer to the sharp one early on
+    gap = [(item["exposures"][:, i] - item["sharp"]).abs().mean() for i in range(3)]
+    assert 0 < gap[0] < gap[2] < (item["blurred"] - item["sharp"]).abs().mean() + 0.01
+    with pytest.raises(ValueError, match="uniform-kernel"):
+        SyntheticPairs(images, preset="camera-shake", exposure_fractions=(0.5,))
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_exposure_option_off_keeps_the_authors_loss_exactly(stage):
+    from unblur.train.config import DEFAULTS
+    from unblur.train.losses import ImageLoss, charbonnier
+
+    image_loss = ImageLoss(DEFAULTS["loss"], "cpu")
+    torch.manual_seed(0)
+    model = BlurDM(**TINY, stage=stage).train()
+    sharp = torch.rand(2, 3, 32, 32)
+    blurred = torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False)
+    assert model.exposure_fractions is None and model.config["exposure_weight"] == 0
+    torch.manual_seed(1)
+    loss = model(blurred, sharp, image_loss=image_loss)
+    torch.manual_seed(1)  # the authors' loss, written out: the same z_T noise
+    prior = model.diffused_prior(blurred, torch.randn(2, TINY["dim"]))
+    if stage == 2:
+        expected = charbonnier(prior, model.sharp_encoder(blurred, sharp))
+    else:
+        expected = image_loss(model.backbone(blurred, prior), sharp)
+    assert torch.equal(loss, expected)
+    # the option on adds exactly its weighted term to that loss
+    model.config["exposure_weight"] = 0.5
+    exposures = torch.rand(2, 4, 3, 32, 32)
+    torch.manual_seed(1)
+    with_option = model(blurred, sharp, image_loss=image_loss, exposures=exposures)
+    torch.manual_seed(1)
+    means = []
+    model.diffused_prior(blurred, torch.randn(2, TINY["dim"]), means)
+    assert torch.allclose(with_option, expected + 0.5 * model.exposure_loss(blurred, means, exposures), atol=1e-6)
+    with pytest.raises(ValueError, match="partial exposures"):
+        model(blurred, sharp, image_loss=image_loss)  # on, but the data did not come with them
+
+
+def test_stage_2_with_the_exposure_option_trains_on_synthetic_partial_exposures(sharp_folder):
+    """Stage 2 as the engine runs it, on the data the option asks for: the loss falls, SE stays frozen."""
+    from unblur.data.synthetic import SyntheticPairs, load_folder
+    from unblur.train.config import DEFAULTS
+    from unblur.train.losses import ImageLoss
+
+    torch.manual_seed(0)
+    model = BlurDM(**TINY, stage=2, exposure_weight=1.0).train()
+    assert model.exposure_fractions == (0.2, 0.4, 0.6, 0.8)  # f_t = (alpha_t - 1) / (alpha_T - 1), t = 1 .. 4
+    data = SyntheticPairs(load_folder(sharp_folder), crop=32, batch=4, seed=0, exposure_fractions=model.exposure_fractions)
+    batch = data[0]
+    se = {n: p.clone() for n, p in model.sharp_encoder.named_parameters()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    image_loss, losses = ImageLoss(DEFAULTS["loss"], "cpu"), []
+    for _ in range(15):
+        torch.manual_seed(0)  # the same z_T noise each step: a fixed batch, a fixed problem
+        loss = model(batch["blurred"], batch["sharp"], image_loss=image_loss, exposures=batch["exposures"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert all(torch.equal(p, se[n]) for n, p in model.sharp_encoder.named_parameters())

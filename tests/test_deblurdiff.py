@@ -180,3 +180,36 @@ def test_kernel_map_shows_strength_and_orientation():
     left, right = picture[0, 0], picture[0, -1]
     assert left[0] > 0.9 and left[1] < 0.1 and left[2] < 0.1  # horizontal: red, full strength
     assert right[0] < 0.1 and 0.4 < right[1] < 0.6 and 0.4 < right[2] < 0.6  # vertical: cyan, half as bright
+
+
+def test_sd_based_model_files_hold_only_the_trained_parts_and_load_with_sd(tiny_sd, tmp_path, photo, capsys):
+    """arch deblurdiff: ControlNet + LKPN in the file, the frozen UNet/VAE read from --sd (moved folders work)."""
+    import shutil
+
+    from unblur.cli import main
+    from unblur.methods.deblurdiff import DeblurDiffSD
+    from unblur.train.checkpoint import load_model_file, save_model_file
+
+    torch.manual_seed(0)
+    net = DeblurDiffSD(str(tiny_sd[0]), kernel_size=3, lkpn_width=8, val_steps=2)
+    with torch.no_grad():
+        next(net.lkpn.parameters()).add_(0.5)  # as if trained: differs from a fresh LKPN
+    path = save_model_file(tmp_path / "dd.safetensors", net, "deblurdiff")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    assert keys and not any(k.startswith(("unet.", "vae.")) for k in keys) and any(k.startswith("controlnet.") for k in keys)
+    moved = tmp_path / "sd-elsewhere"
+    shutil.copytree(tiny_sd[0], moved)
+    loaded, _ = load_model_file(path, sd=str(moved))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.lkpn.state_dict().values(), net.lkpn.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.unet.state_dict().values(), tiny_sd[1].state_dict().values()))
+
+    out = tmp_path / "out"
+    assert main(["deblur", str(photo), "-o", str(out), "--model", str(path), "--sd", str(moved), "--steps", "1", "-q"]) == 0
+    assert (out / f"{photo.stem}.png").exists()
+    assert main(["deblur", str(photo), "-o", str(out), "--model", str(path), "--sd", str(tmp_path / "nothing"), "-q"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["deblur", str(photo), "-o", str(tmp_path / "o2"), "--sd", str(moved), "-q"]) == 2  # the default is no SD model
+    assert "--sd is for models built on a Stable Diffusion folder" in capsys.readouterr().err

@@ -32,12 +32,13 @@ class Restorer:
         prior: str = "tile",
         steps: int | None = None,
         seed: int = 0,
+        sd: str | None = None,
     ):
         from unblur.train.loop import pick_device
         from unblur.zoo import load_model
 
         self.device = pick_device(device)
-        self.model, self.meta = load_model(model, self.device)
+        self.model, self.meta = load_model(model, self.device, sd=sd)
         self.tile, self.overlap = tile, overlap
         # models with a global prior (BlurDM): computed per tile, or once per image and shared by its tiles
         if prior not in ("tile", "image"):
@@ -102,7 +103,14 @@ def _array(y: torch.Tensor) -> np.ndarray:
     return y[0].float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def make_restorer(name: str | Path | None = None, device: str = "auto", tile: int = 512, steps: int | None = None, seed: int = 0):
+def make_restorer(
+    name: str | Path | None = None,
+    device: str = "auto",
+    tile: int = 512,
+    steps: int | None = None,
+    seed: int = 0,
+    sd: str | None = None,
+):
     """A registered network, a model file, or a classical method (``identity``, ``wiener-oracle``, ``rl-oracle``),
     all with ``restore(rgb, kernel=None)`` and a ``needs_kernel`` flag. ``NAME@N`` names a diffusion
     model sampled with N steps (a benchmark row per step count: ``deblurdiff-small@5``)."""
@@ -116,4 +124,4 @@ def make_restorer(name: str | Path | None = None, device: str = "auto", tile: in
         if not count.isdigit():
             raise ValueError(f"'{name}@{count}': the part after @ must be a number of sampling steps")
         steps = int(count)
-    return Restorer(name, device=device, tile=tile, steps=steps, seed=seed)
+    return Restorer(name, device=device, tile=tile, steps=steps, seed=seed, sd=sd)

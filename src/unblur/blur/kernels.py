@@ -28,12 +28,10 @@ def _normalise(k: np.ndarray) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
-def motion_kernel(size: int, rng: np.random.Generator, extent: float | None = None) -> np.ndarray:
-    """A camera-shake motion kernel of odd ``size`` from a random-walk trajectory.
-
-    ``extent`` (pixels) is the largest side of the path's bounding box; by default
-    uniform in [0.4, 1] x (size - 2), so that kernels of one size vary in strength.
-    """
+def motion_path(size: int, rng: np.random.Generator, extent: float | None = None) -> np.ndarray:
+    """The camera-shake path of :func:`motion_kernel`: (N, 2) points (x, y) in the pixel coordinates
+    of a size x size kernel, dense (about 8 per pixel of path, in the order of the exposure) and
+    with their mean on the central pixel."""
     if size % 2 == 0 or size < 3:
         raise ValueError(f"kernel size must be odd and >= 3, got {size}")
     path = random_walk_trajectory(rng)
@@ -50,7 +48,40 @@ def motion_kernel(size: int, rng: np.random.Generator, extent: float | None = No
     path = path - path.mean(axis=0)
     reach = np.abs(path).max()
     path *= min(1.0, ((size - 1) / 2 - 0.5) / max(reach, 1e-6))
-    return _normalise(_splat(path + (size - 1) / 2, size))
+    return path + (size - 1) / 2
+
+
+def motion_kernel(size: int, rng: np.random.Generator, extent: float | None = None) -> np.ndarray:
+    """A camera-shake motion kernel of odd ``size`` from a random-walk trajectory.
+
+    ``extent`` (pixels) is the largest side of the path's bounding box; by default
+    uniform in [0.4, 1] x (size - 2), so that kernels of one size vary in strength.
+    """
+    return path_kernel(motion_path(size, rng, extent), size)
+
+
+def path_kernel(path: np.ndarray, size: int) -> np.ndarray:
+    """The kernel of an exposure spread evenly over ``path`` ((N, 2) points (x, y) in pixels of a
+    size x size canvas): the points splatted bilinearly, normalised to sum to 1."""
+    return _normalise(_splat(path, size))
+
+
+def partial_kernels(path: np.ndarray, size: int, fractions) -> np.ndarray:
+    """Kernels of the first ``fractions`` (each in [0, 1]) of an exposure along ``path`` ((N, 2)
+    points in the order of the exposure, as :func:`motion_path` gives), on a size x size canvas.
+
+    Returns (len(fractions), size, size) float32, each summing to 1. The fraction f keeps the
+    first max(1, ceil(f * N)) points, re-centred on their own mean like every kernel here (so
+    a partial exposure is registered with the sharp image rather than shifted along the path):
+    f -> 0 gives the identity (one point on the central pixel), f = 1 the whole path's kernel.
+    A prefix reaching past the canvas after re-centring (rare; it needs a strongly curled path)
+    has its outer points clipped onto the border, as :func:`_splat` does.
+    """
+    centre, out = (size - 1) / 2, []
+    for f in fractions:
+        part = path[: max(1, int(np.ceil(f * len(path))))]
+        out.append(path_kernel(part - part.mean(axis=0) + centre, size))
+    return np.stack(out)
 
 
 def linear_motion_kernel(size: int, length: float, angle_deg: float) -> np.ndarray:

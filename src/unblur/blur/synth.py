@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from unblur.blur.camera import gamma_to_linear, linear_to_gamma
-from unblur.blur.kernels import embed, motion_kernel
+from unblur.blur.kernels import embed, motion_path, partial_kernels, path_kernel
 
 
 def convolve(x: torch.Tensor, kernels: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
@@ -35,7 +35,7 @@ def convolve(x: torch.Tensor, kernels: torch.Tensor, padding: str = "reflect") -
     assumption; ``"reflect"``/``"replicate"``/``"circular"`` keep (H, W).
     A true convolution (kernel flipped), as in the formation model B = k * S.
     """
-    b, c, h, w = x.shape
+    b, c = x.shape[:2]
     if kernels.dim() == 2:
         kernels = kernels.expand(b, -1, -1)
     k = kernels.shape[-1]
@@ -76,10 +76,30 @@ class UniformKernelBlur:
         )
 
     def sample(self, rng: np.random.Generator) -> dict:
-        """Draw the blur of one image: ``kernel`` ((max_kernel, max_kernel) float32), ``size``, ``noise_sigma``."""
+        """Draw the blur of one image: ``kernel`` ((max_kernel, max_kernel) float32), ``size``, ``noise_sigma``,
+        and ``path``, the kernel's camera path ((N, 2), see :func:`unblur.blur.kernels.motion_path`)."""
         size = int(rng.choice(np.arange(self.min_kernel, self.max_kernel + 1, 2)))
-        kernel = embed(motion_kernel(size, rng), self.max_kernel)
-        return {"kernel": kernel, "size": size, "noise_sigma": float(rng.uniform(0, self.max_noise))}
+        path = motion_path(size, rng)
+        kernel = embed(path_kernel(path, size), self.max_kernel)  # motion_kernel(size, rng), keeping its path
+        return {"kernel": kernel, "size": size, "noise_sigma": float(rng.uniform(0, self.max_noise)), "path": path}
+
+    def expose(self, sharp: torch.Tensor, kernels: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
+        """The blur alone, no noise: each (B, 3, H, W) stored image in [0, 1] convolved with its kernel
+        ((B, k, k)) in linear light. Returns (B, 3, H', W') in [0, 1], H' as for :meth:`render`."""
+        return linear_to_gamma(convolve(gamma_to_linear(sharp, self.gamma), kernels, padding), self.gamma)
+
+    def partial_exposures(self, sharp: torch.Tensor, paths: list, fractions, padding: str = "reflect") -> torch.Tensor:
+        """Each image exposed over the first ``fractions`` of its kernel's path (BlurDM's exposure targets).
+
+        sharp: (B, 3, H, W) stored images in [0, 1]; paths: B camera paths from :meth:`sample`;
+        fractions: n values in [0, 1] (:func:`unblur.blur.kernels.partial_kernels`: 0 = the sharp
+        image, 1 = the blur of :meth:`render` before its noise and quantisation).
+        Returns (B, n, 3, H', W') in [0, 1], noise-free.
+        """
+        kernels = torch.from_numpy(np.stack([partial_kernels(p, self.max_kernel, fractions) for p in paths]))
+        n = kernels.shape[1]
+        out = self.expose(sharp.repeat_interleave(n, dim=0), kernels.flatten(0, 1), padding)
+        return out.unflatten(0, (sharp.shape[0], n))
 
     def render(
         self,
@@ -95,8 +115,7 @@ class UniformKernelBlur:
         batch's noise, or one per image (an image's noise then does not depend on its batch).
         Returns (B, 3, H', W') in [0, 1]; H' = H - k + 1 with ``padding="valid"``, else H.
         """
-        linear = gamma_to_linear(sharp, self.gamma)
-        blurred = linear_to_gamma(convolve(linear, kernels, padding), self.gamma)
+        blurred = self.expose(sharp, kernels, padding)
         if isinstance(generator, list):
             noise = torch.stack([torch.randn(blurred.shape[1:], generator=g, dtype=blurred.dtype) for g in generator])
         else:

@@ -32,7 +32,10 @@ def add_parser(sub) -> None:
     d.add_argument(
         "--max-megapixels", type=float, default=100.0, metavar="MP", help="refuse images larger than this (default 100)"
     )
-    g = d.add_argument_group("diffusion models (deblurdiff-small)")
+    g = d.add_argument_group("diffusion models (deblurdiff-small, or DeblurDiff on Stable Diffusion)")
+    g.add_argument(
+        "--sd", default=None, metavar="PATH", help="local Stable Diffusion 2.x folder (diffusers format) for models built on it"
+    )
     g.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the model's own, 10)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed: the same seed gives the same result (default 0)")
     g.add_argument(
@@ -67,7 +70,7 @@ def run(args) -> int:
     if args.samples < 1:
         raise UsageError(f"--samples must be at least 1, got {args.samples}")
     try:
-        restorer = make_restorer(args.model, device=args.device, tile=args.tile, steps=args.steps, seed=args.seed)
+        restorer = make_restorer(args.model, device=args.device, tile=args.tile, steps=args.steps, seed=args.seed, sd=args.sd)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     if restorer.needs_kernel:

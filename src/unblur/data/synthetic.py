@@ -1,4 +1,4 @@
-"""On-the-fly blurred/sharp pairs from a folder of sharp photos.
+"""On-the-fly blurred/sharp pairs from a folder of sharp photos (and crops of unpaired blurred photos).
 
 Batches are indexed by training step: batch ``s`` is drawn from a generator
 seeded with ``(seed, s)``, so a run is reproducible, resumes exactly where it
@@ -65,25 +65,28 @@ def _stack(pairs: list) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.from_numpy(np.stack([p[j] for p in pairs])).permute(0, 3, 1, 2).contiguous() for j in (0, 1))
 
 
-def _render_kernels(spec, windows: list, rngs: list, m: int, noise: torch.Generator | None = None):
+def _render_kernels(spec, windows: list, rngs: list, m: int, noise: torch.Generator | None = None, fractions=None):
     """Blur uint8 windows with a kernel preset in one grouped convolution (much faster than one by one).
 
     Window i's kernel and noise level come from ``rngs[i]``; its noise from a generator seeded by
     ``rngs[i]`` too, or from ``noise``, one generator for the whole batch. Returns (blurred, sharp)
-    tensors (N, 3, S - 2m, S - 2m) in [0, 1].
+    tensors (N, 3, S - 2m, S - 2m) in [0, 1]; with ``fractions`` (n values in [0, 1]) also each
+    window's partial exposures (N, n, 3, S - 2m, S - 2m) (:meth:`UniformKernelBlur.partial_exposures`),
+    which draw nothing from ``rngs``: the pair is the same with or without them.
     """
-    kernels, sigmas, gens = [], [], []
+    draws, gens = [], []
     for rng in rngs:
-        draw = spec.sample(rng)
-        kernels.append(draw["kernel"])
-        sigmas.append(draw["noise_sigma"])
+        draws.append(spec.sample(rng))
         if noise is None:
             gens.append(torch.Generator().manual_seed(int(rng.integers(2**62))))
     sharp = torch.from_numpy(np.stack(windows)).permute(0, 3, 1, 2).float() / 255.0
-    blurred = spec.render(
-        sharp, torch.from_numpy(np.stack(kernels)), torch.tensor(sigmas), noise if noise is not None else gens, padding="valid"
-    )
-    return blurred, sharp[..., m:-m, m:-m].contiguous()
+    kernels = torch.from_numpy(np.stack([d["kernel"] for d in draws]))
+    sigmas = torch.tensor([d["noise_sigma"] for d in draws])
+    blurred = spec.render(sharp, kernels, sigmas, noise if noise is not None else gens, padding="valid")
+    pair = (blurred, sharp[..., m:-m, m:-m].contiguous())
+    if fractions is None:
+        return pair
+    return (*pair, spec.partial_exposures(sharp, [d["path"] for d in draws], fractions, padding="valid"))
 
 
 def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
@@ -105,6 +108,12 @@ class SyntheticPairs(torch.utils.data.Dataset):
     no border assumption, so every output pixel saw real scene content. Crops flatter
     than ``min_detail`` are re-drawn (up to 10 times). ``preset`` names one blur preset
     or a mixture ``"a+b"`` (each crop draws one of them).
+
+    ``exposure_fractions`` (n values in [0, 1], for BlurDM's ``exposure_weight``; the
+    ``uniform-kernel`` preset only) makes item ``s`` a dict ``{"blurred", "sharp", "exposures"}``
+    instead, ``exposures`` (B, n, 3, crop, crop) in [0, 1]: each sample's sharp crop exposed over
+    the first fraction of its kernel's path, noise-free (:meth:`UniformKernelBlur.partial_exposures`).
+    The pair is bit-identical to the one returned without them.
     """
 
     def __init__(
@@ -117,9 +126,13 @@ class SyntheticPairs(torch.utils.data.Dataset):
         min_detail: float = 0.02,
         length: int = 10**9,
         offset: int = 0,
+        exposure_fractions=None,
     ):
         self.images, self.crop, self.batch, self.seed, self.offset = images, crop, batch, seed, offset
         self.specs = presets(preset)
+        self.fractions = None if exposure_fractions is None else tuple(float(f) for f in exposure_fractions)
+        if self.fractions is not None and (len(self.specs) > 1 or not hasattr(self.specs[0], "partial_exposures")):
+            raise ValueError(f"partial exposures are rendered for the uniform-kernel preset only, not {preset!r}")
         self.margin = max(spec.margin for spec in self.specs)
         self.min_detail, self.length = min_detail, length
 
@@ -141,7 +154,7 @@ class SyntheticPairs(torch.utils.data.Dataset):
                 break
         return _augment(best, rng)
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor] | dict:
         m = self.margin
         rngs = [np.random.default_rng([self.seed, int(step), self.offset + i]) for i in range(self.batch)]
         if len(self.specs) > 1 or not hasattr(self.specs[0], "render"):  # one simulation per crop
@@ -150,7 +163,35 @@ class SyntheticPairs(torch.utils.data.Dataset):
                 spec = self.specs[int(rng.integers(len(self.specs)))] if len(self.specs) > 1 else self.specs[0]
                 pairs.append(_simulate(spec, self._crop(rng), rng, m))
             return _stack(pairs)
-        return _render_kernels(self.specs[0], [self._crop(rng) for rng in rngs], rngs, m)
+        out = _render_kernels(self.specs[0], [self._crop(rng) for rng in rngs], rngs, m, fractions=self.fractions)
+        return out if self.fractions is None else dict(zip(("blurred", "sharp", "exposures"), out))
+
+
+class UnpairedCrops(torch.utils.data.Dataset):
+    """Item ``s``: a batch (B, 3, crop, crop) in [0, 1] of random crops of unpaired images, for training step ``s``.
+
+    BD-Diff's target domain: a folder of blurred photos without sharp twins (``data.target``). Sample ``i``
+    of step ``s`` comes from a generator seeded ``(seed, s, offset + i, 1)``, so, as with
+    :class:`SyntheticPairs` (whose streams have no fourth number), every step is reproducible and a
+    resumed run draws the same crops. Photos smaller than the crop are reflected up to it. No flips or
+    rotations: they would change the direction of the domain's blur, the very thing the model learns.
+    """
+
+    def __init__(self, images: list[np.ndarray], crop: int = 128, batch: int = 8, seed: int = 0, offset: int = 0):
+        self.images, self.crop, self.batch, self.seed, self.offset = images, crop, batch, seed, offset
+
+    def __len__(self) -> int:
+        return 10**9
+
+    def _crop(self, rng: np.random.Generator) -> np.ndarray:
+        img = _pad_to(self.images[int(rng.integers(len(self.images)))], self.crop)
+        y, x = int(rng.integers(img.shape[0] - self.crop + 1)), int(rng.integers(img.shape[1] - self.crop + 1))
+        return img[y : y + self.crop, x : x + self.crop]
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        rngs = [np.random.default_rng([self.seed, int(step), self.offset + i, 1]) for i in range(self.batch)]
+        crops = np.stack([self._crop(rng) for rng in rngs])
+        return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
 
 
 def fixed_pairs(

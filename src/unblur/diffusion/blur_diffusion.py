@@ -16,7 +16,9 @@ estimates (blur residual e_hat, noise eps_hat):
 
     z_{t-1} = (alpha_t z_t - e_hat) / alpha_{t-1} - (alpha_t bbeta_t / alpha_{t-1} - bbeta_{t-1}) eps_hat
 
-With exact estimates it returns z_0 exactly (bbeta_0 = 0). Latents are (B, D) tensors.
+With exact estimates it returns z_0 exactly (bbeta_0 = 0). Since z_t = mean_t + bbeta_t * eps,
+each step's noise-free estimate of the mean is z_{t-1} - bbeta_{t-1} * eps_hat (what BlurDM's
+optional exposure loss supervises). Latents are (B, D) tensors.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ class BlurSchedule:
     def alphas(self) -> torch.Tensor:
         """(T + 1,) float64: alpha_0 .. alpha_T."""
         return torch.linspace(1.0, self.alpha_end, self.steps + 1, dtype=torch.float64)
+
+    @property
+    def exposure_fractions(self) -> torch.Tensor:
+        """(T + 1,) float64: the share of the blur residual gathered by step t,
+        (alpha_t - alpha_0) / (alpha_T - alpha_0), from 0 (the sharp image) to 1 (the blurred one)."""
+        a = self.alphas
+        return (a - a[0]) / (a[-1] - a[0])
 
     @property
     def betas(self) -> torch.Tensor:
@@ -82,12 +91,14 @@ def sample(
     z_blur: torch.Tensor,
     noise: torch.Tensor | None = None,
     trajectory: list | None = None,
+    means: list | None = None,
 ) -> torch.Tensor:
     """Run the T reverse steps from z_T = z_blur + bbeta_T * noise; returns z_0, (B, D).
 
     The estimators take (z_blur, t / T as a (B, 1) tensor, z_t) and return (B, D).
     ``noise`` defaults to zeros (the mean path: deterministic, no generator needed);
-    ``trajectory``, if a list, receives every z_t from T down to 0.
+    ``trajectory``, if a list, receives every z_t from T down to 0; ``means``, if a list, every
+    step's noise-free estimate z_{t-1} - bbeta_{t-1} * eps_hat, t = T down to 1 (the last is z_0).
     """
     bb = schedule.bar_betas
     z = z_blur + float(bb[-1]) * (noise if noise is not None else torch.zeros_like(z_blur))
@@ -95,7 +106,10 @@ def sample(
         trajectory.append(z)
     for t in range(schedule.steps, 0, -1):
         level = torch.full((z.shape[0], 1), t / schedule.steps, dtype=z.dtype, device=z.device)
-        z = schedule.reverse_step(z, t, residual_net(z_blur, level, z), noise_net(z_blur, level, z))
+        residual_hat, eps_hat = residual_net(z_blur, level, z), noise_net(z_blur, level, z)
+        z = schedule.reverse_step(z, t, residual_hat, eps_hat)
         if trajectory is not None:
             trajectory.append(z)
+        if means is not None:
+            means.append(z - float(bb[t - 1]) * eps_hat)
     return z

@@ -1,4 +1,4 @@
-"""BD-Diff (Cheng et al., 2025): blur-decoupled learning with two Q-Formers — the feature extractors.
+"""BD-Diff (Cheng et al., 2025): blur-decoupled learning with two Q-Formers, and its generator.
 
 BD-Diff conditions a latent diffusion model on two sets of tokens extracted from an image:
 *structure* (what is in the scene) and *blur pattern* (how it is smeared). Each set comes from a
@@ -10,14 +10,25 @@ open is written down in ``docs/methods/bd-diff.md``.
 Shapes: images or latents (B, C, H, W) -> feature tokens (B, N, width) -> query tokens
 (B, queries, width). The generator's cross-attention takes ``condition(structure, blur)``,
 (B, structure_queries + blur_queries, width).
+
+:class:`BDDiff` is the whole method (``arch: bd-diff-small``): a small latent diffusion model
+(:func:`unblur.methods.small_sd.build_small_sd`, the VAE frozen) whose UNet reads those tokens
+through cross-attention, trained on three tasks at once: deblurring, blur transfer (supervised on
+synthetic pairs, unsupervised with unpaired blurred images of a target domain) and reconstruction.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from unblur.methods.deblurdiff import adain_colour_fix
+from unblur.nn.layers import eval_frozen, pad_to_multiple
+from unblur.tiling import run_tiled
 
 
 def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
@@ -134,3 +145,275 @@ class BlurDecoupler(nn.Module):
     @staticmethod
     def condition(structure: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
         return torch.cat([structure, blur], dim=1)
+
+
+def fitting_vae(path: str, latent_channels: int, widths):
+    """The frozen VAE of a VAE-stage model file, checked against the sizes the config asks for: the
+    rebuilt model (config only, no file) must have the same VAE for the state dict to load."""
+    from unblur.methods.small_sd import load_trained_vae
+
+    vae = load_trained_vae(path)
+    found = (vae.config.latent_channels, list(vae.config.block_out_channels))
+    if found != (latent_channels, list(widths)):
+        raise ValueError(f"{path}: its VAE has (latent_channels, widths) {found}, not {(latent_channels, list(widths))}")
+    return vae
+
+
+class BDDiff(nn.Module):
+    """BD-Diff on our small latent diffusion model (``arch: bd-diff-small``): the generator renders a latent
+    from (structure tokens, blur tokens) through the UNet's cross-attention; the decoupler reads latents.
+
+    Trained: the UNet and the :class:`BlurDecoupler`. Frozen: the VAE, which comes trained from its own
+    stage (``vae``: the path of that stage's model file, read at construction only; the weights then
+    live in this model's state dict, so ``config`` does not name the file).
+
+    Engine protocol: ``forward(x, sharp, image_loss=..., target=None)`` returns the weighted sum of the
+    three task losses (:meth:`loss`; ``image_loss`` is not used: every term lives in the latent space);
+    ``forward(x)`` deblurs (B, 3, H, W) in [0, 1], any size, with ``val_steps`` DDIM steps from seed 0.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        vae_widths=(32, 64, 128),
+        unet_widths=(64, 128, 256),
+        unet_heads: int = 8,
+        prediction_type: str = "v_prediction",
+        token_width: int = 128,
+        patch: int = 2,
+        structure_queries: int = 32,
+        blur_queries: int = 8,
+        qformer_layers: int = 2,
+        qformer_heads: int = 4,
+        w_deblur: float = 1.0,
+        w_transfer: float = 0.5,
+        w_recon: float = 0.5,
+        w_consistency: float = 0.1,
+        consistency_t_max: int = 500,
+        val_steps: int = 10,
+        vae: str | None = None,
+    ):
+        super().__init__()
+        from unblur.methods.small_sd import build_small_sd
+
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+        trained_vae = fitting_vae(vae, latent_channels, vae_widths) if vae else None
+        # diffusers calls the number of attention heads attention_head_dim
+        sd = build_small_sd(latent_channels, vae_widths, unet_widths, token_width, unet_heads, prediction_type, vae=trained_vae)
+        self.unet, self.vae, self.scheduler, self.scale = sd.unet, sd.vae, sd.scheduler, sd.scale
+        self.vae.requires_grad_(False).eval()
+        self.decoupler = BlurDecoupler(
+            latent_channels, token_width, patch, structure_queries, blur_queries, qformer_layers, qformer_heads
+        )
+        self.weights = {"deblur": w_deblur, "transfer": w_transfer, "recon": w_recon}
+        if not any(self.weights.values()):
+            raise ValueError("BD-Diff: every task weight is 0")
+        # parts no task uses are frozen: data-parallel training needs a gradient for every trained weight
+        self.decoupler.sharp_tokens.requires_grad_(bool(w_deblur))
+        self.decoupler.blur_former.requires_grad_(bool(w_transfer or w_recon))
+        self.w_consistency, self.consistency_t_max, self.val_steps = w_consistency, consistency_t_max, val_steps
+        self.last_losses: dict[str, float] = {}  # the separate terms of the last training step, for logging
+        self.config = {
+            "latent_channels": latent_channels,
+            "vae_widths": list(vae_widths),
+            "unet_widths": list(unet_widths),
+            "unet_heads": unet_heads,
+            "prediction_type": prediction_type,
+            "token_width": token_width,
+            "patch": patch,
+            "structure_queries": structure_queries,
+            "blur_queries": blur_queries,
+            "qformer_layers": qformer_layers,
+            "qformer_heads": qformer_heads,
+            "w_deblur": w_deblur,
+            "w_transfer": w_transfer,
+            "w_recon": w_recon,
+            "w_consistency": w_consistency,
+            "consistency_t_max": consistency_t_max,
+            "val_steps": val_steps,
+        }
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            eval_frozen(self)  # the frozen VAE stays in inference mode
+        return self
+
+    # -- latents ------------------------------------------------------------------------------
+    @property
+    def factor(self) -> int:
+        """Image pixels per latent pixel (the VAE's downsampling)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's and the UNet's downsampling together."""
+        return self.factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> scaled latent (B, C, H/f, W/f), the posterior's mode (deterministic)."""
+        return self.vae.encode(image * 2 - 1).latent_dist.mode() * self.scale
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return ((self.vae.decode(latent / self.scale).sample + 1) / 2).clamp(0, 1)
+
+    # -- one noisy step -----------------------------------------------------------------------
+    def noisy(self, z0: torch.Tensor, t_max: int | None = None, generator: torch.Generator | None = None):
+        """Draw noise and timesteps t in [0, t_max) (default: the whole schedule) on the CPU generator
+        (the engine checkpoints the global one): returns (z_t, noise, t)."""
+        noise = torch.randn(z0.shape, generator=generator).to(z0)
+        t = torch.randint(0, t_max or self.scheduler.config.num_train_timesteps, (z0.shape[0],), generator=generator)
+        t = t.to(z0.device)
+        return self.scheduler.add_noise(z0, noise, t), noise, t
+
+    def prediction_target(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(z0, noise, t)
+
+    def predicted_x0(self, z_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The one-step estimate of the clean latent from the UNet's prediction at (z_t, t)."""
+        a = self.scheduler.alphas_cumprod.to(z_t.device)[t].view(-1, 1, 1, 1).to(z_t.dtype)
+        if self.scheduler.config.prediction_type == "epsilon":
+            return (z_t - (1 - a).sqrt() * pred) / a.sqrt()
+        return a.sqrt() * z_t - (1 - a).sqrt() * pred
+
+    def diffusion_losses(self, tasks: dict, generator: torch.Generator | None = None) -> dict:
+        """Diffusion losses of several tasks in one UNet evaluation. ``tasks``: name -> (clean latent
+        (B_k, C, h, w), context (B_k, tokens, token_width)); returns name -> MSE(prediction, target)."""
+        z0 = torch.cat([z for z, _ in tasks.values()])
+        z_t, noise, t = self.noisy(z0, generator=generator)
+        pred = self.unet(z_t, t, torch.cat([c for _, c in tasks.values()])).sample
+        err = F.mse_loss(pred.float(), self.prediction_target(z0, noise, t).float(), reduction="none").mean((1, 2, 3))
+        return {name: e.mean() for name, e in zip(tasks, err.split([len(z) for z, _ in tasks.values()]))}
+
+    def unpaired_consistency(self, z_blur, s_sharp, b_target, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Task 2 without pairs: render the source's structure with the target's blur tokens in one step
+        (x̂0 from the noisy synthetic blurred latent at t < ``consistency_t_max``) and ask the decoupler to
+        find the target's blur and the source's structure in it (the references get no gradient)."""
+        z_t, _, t = self.noisy(z_blur, self.consistency_t_max, generator)
+        pred = self.unet(z_t, t, self.decoupler.condition(s_sharp, b_target)).sample
+        s_hat, b_hat = self.decoupler.both(self.predicted_x0(z_t, pred, t))
+        return F.mse_loss(b_hat.float(), b_target.detach().float()) + F.mse_loss(s_hat.float(), s_sharp.detach().float())
+
+    # -- training -----------------------------------------------------------------------------
+    def loss(
+        self,
+        blurred: torch.Tensor,
+        sharp: torch.Tensor,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The three tasks' weighted loss on synthetic pairs (B, 3, H, W) in [0, 1] and, optionally, unpaired
+        blurred images ``target`` (B_t, 3, H, W) of the target domain. Tasks with weight 0 are skipped.
+
+        1. deblur: structure(z_blur) + sharp tokens -> z_sharp;
+        2. transfer: structure(z_sharp) + blur(z_blur) -> z_blur (supervised: the synthesizer made z_blur),
+           plus ``w_consistency`` x :meth:`unpaired_consistency` with the blur of ``target`` when given;
+        3. recon: structure(z) + blur(z) -> z for the blurred images (and the target's).
+        ``last_losses`` keeps every term as a float.
+        """
+        w, cond = self.weights, self.decoupler.condition
+        z_blur, z_sharp = self.encode(blurred), self.encode(sharp)
+        uses_target = target is not None and (w["recon"] or (w["transfer"] and self.w_consistency))
+        z_target = self.encode(target) if uses_target else None
+        s_blur, b_blur = self.decoupler.both(z_blur)
+        if z_target is not None:
+            s_target, b_target = self.decoupler.both(z_target)
+        tasks = {}
+        if w["deblur"]:
+            tasks["deblur"] = (z_sharp, cond(s_blur, self.decoupler.sharp_blur(len(z_blur))))
+        if w["transfer"]:
+            s_sharp = self.decoupler.structure(z_sharp)
+            tasks["transfer"] = (z_blur, cond(s_sharp, b_blur))
+        if w["recon"]:
+            z, ctx = z_blur, cond(s_blur, b_blur)
+            if z_target is not None:  # the only task that shows the generator the target domain's images
+                z, ctx = torch.cat([z, z_target]), torch.cat([ctx, cond(s_target, b_target)])
+            tasks["recon"] = (z, ctx)
+        terms = self.diffusion_losses(tasks, generator)
+        total = sum(w[name] * value for name, value in terms.items())
+        if z_target is not None and w["transfer"] and self.w_consistency:
+            b_cycled = b_target[torch.arange(len(z_blur)) % len(z_target)]  # target i mod B_t for source i
+            terms["consistency"] = self.unpaired_consistency(z_blur, s_sharp, b_cycled, generator)
+            total = total + w["transfer"] * self.w_consistency * terms["consistency"]
+        self.last_losses = dict(zip(terms, torch.stack(list(terms.values())).detach().tolist()))
+        return total
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sharp: torch.Tensor | None = None,
+        image_loss=None,
+        target: torch.Tensor | None = None,
+        *,
+        steps: int | None = None,
+        seed: int = 0,
+        tile: int = 0,
+        return_kernels: bool = False,
+    ) -> torch.Tensor:
+        """Training (``image_loss`` given): :meth:`loss`. Otherwise deblur ``x`` with ``steps`` (default
+        ``val_steps``) DDIM steps from seed ``seed``, in latent tiles above ``tile`` pixels (0: whole)."""
+        if image_loss is not None:
+            if sharp is None:
+                raise ValueError("BD-Diff trains on pairs: forward(blurred, sharp, image_loss=...)")
+            return self.loss(x, sharp, target)
+        if return_kernels:
+            raise ValueError("BD-Diff predicts no blur kernels")
+        return self.sample(x, steps or self.val_steps, torch.Generator().manual_seed(seed), tile)
+
+    # -- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, z_cond: torch.Tensor, context_of, steps: int, generator: torch.Generator | None = None, tile: int = 0):
+        """A latent the size of ``z_cond`` (B, C, h, w), rendered in ``steps`` DDIM steps; the UNet reads the tokens
+        ``context_of(part of z_cond)``. ``tile`` > 0 (image pixels, B = 1): the UNet predicts on overlapping latent
+        tiles, each with the tokens of its own part (a fixed number of tokens describes a region of about the
+        training crop's size, not a whole photo), blended before every step, so one coherent latent is denoised."""
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(steps, device=z_cond.device)
+        c, f = z_cond.shape[1], self.factor
+        tiled = tile > 0 and max(z_cond.shape[-2:]) * f > tile
+        if tiled and len(z_cond) != 1:
+            raise ValueError("tiled sampling takes one image at a time")
+        latent_tile = max(self.multiple, tile // self.multiple * self.multiple) // f  # the UNet needs its multiple
+
+        def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # u: the noisy latent and z_cond, stacked
+            return self.unet(u[:, :c], t.expand(len(u)), context_of(u[:, c:])).sample
+
+        z = torch.randn(z_cond.shape, generator=generator).to(z_cond) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            u = torch.cat([z, z_cond], 1)
+            pred = run_tiled(partial(predict, t), u, latent_tile, latent_tile // 8).to(z) if tiled else predict(t, u)
+            z = scheduler.step(pred, t, z).prev_sample
+        return z
+
+    @torch.no_grad()
+    def sample(self, blurred: torch.Tensor, steps: int = 20, generator: torch.Generator | None = None, tile: int = 0):
+        """Deblur (B, 3, H, W) in [0, 1], any size: structure(blurred) + the sharp tokens. Deterministic for a generator seed."""
+        x, (h, w) = pad_to_multiple(blurred, self.multiple)
+        d = self.decoupler
+
+        def context_of(z_part: torch.Tensor) -> torch.Tensor:  # its structure, and "sharp" for the blur
+            return d.condition(d.structure(z_part), d.sharp_blur(len(z_part)))
+
+        z = self.render(self.encode(x), context_of, steps, generator, tile)
+        return adain_colour_fix(self.decode(z)[..., :h, :w], blurred).clamp(0, 1)
+
+    @torch.no_grad()
+    def transfer(
+        self, structure_image: torch.Tensor, blur_image: torch.Tensor, steps: int = 20, generator=None, tile: int = 0
+    ) -> torch.Tensor:
+        """``structure_image``'s content (B, 3, H, W) with ``blur_image``'s blur pattern ((B or 1, 3, H', W'), any
+        size): (B, 3, H, W) in [0, 1], colours matched to ``structure_image``. Deterministic for a generator seed."""
+        x, (h, w) = pad_to_multiple(structure_image, self.multiple)
+        d = self.decoupler
+        blur = d.blur(self.encode(pad_to_multiple(blur_image, self.multiple)[0]))
+
+        def context_of(z_part: torch.Tensor) -> torch.Tensor:  # its structure, and blur_image's blur
+            return d.condition(d.structure(z_part), blur.expand(len(z_part), -1, -1))
+
+        z = self.render(self.encode(x), context_of, steps, generator, tile)
+        return adain_colour_fix(self.decode(z)[..., :h, :w], structure_image).clamp(0, 1)

@@ -11,6 +11,10 @@ Training has three stages (``stage`` picks what trains and which loss applies):
 2. BE + estimators with SE frozen: latent Charbonnier loss between the T-step sample and SE's z;
 3. backbone + BE + estimators with the image loss (the prior comes from the diffusion).
 Inference is BE -> T reverse steps -> backbone, as in stage 3.
+
+Our option (``exposure_weight`` > 0, off by default): stages 2 and 3 also supervise every
+intermediate step of the reverse chain with the physical partial exposures of the blur
+synthesizer (see :meth:`BlurDM.exposure_loss` and docs/methods/blurdm.md).
 """
 
 from __future__ import annotations
@@ -98,6 +102,10 @@ class BlurDM(nn.Module):
     backbone / backbone_config: any backbone of :mod:`unblur.nn` (built with ``prior_dim=dim``).
     encoder_channels / encoder_blocks / dim / estimator_hidden: sizes (authors: 64 / 6 / 256 / 256).
     steps, alpha_end, beta_end: the :class:`BlurSchedule`. stage: 1, 2 or 3 (see the module docstring).
+    exposure_weight: weight of :meth:`exposure_loss`, added to the loss of stage 2 or 3 (0: off, the
+    authors' training; a config sets it per stage). Training then needs each sample's partial
+    exposures: build the data with ``SyntheticPairs(..., exposure_fractions=model.exposure_fractions)``
+    and pass its ``exposures`` to :meth:`forward`.
     """
 
     def __init__(
@@ -112,6 +120,7 @@ class BlurDM(nn.Module):
         alpha_end: float = 2.0,
         beta_end: float = 0.02,
         stage: int = 3,
+        exposure_weight: float = 0.0,
     ):
         super().__init__()
         from unblur import nn as backbones
@@ -128,7 +137,10 @@ class BlurDM(nn.Module):
             "alpha_end": alpha_end,
             "beta_end": beta_end,
             "stage": stage,
+            "exposure_weight": exposure_weight,
         }
+        if exposure_weight and steps < 2:
+            raise ValueError("BlurDM's exposure loss supervises the intermediate steps: it needs steps >= 2")
         self.backbone = backbones.build(backbone, {**backbone_config, "prior_dim": dim})
         self.sharp_encoder = PriorEncoder(2, encoder_channels, encoder_blocks, dim, norm=True)
         self.blur_encoder = PriorEncoder(1, encoder_channels, encoder_blocks, dim, norm=False)
@@ -163,11 +175,47 @@ class BlurDM(nn.Module):
         """Stage 1 restores with SE's prior, which needs the sharp image (validation passes it)."""
         return self.stage == 1
 
+    @property
+    def exposure_fractions(self) -> tuple[float, ...] | None:
+        """The exposure fractions f_1 .. f_{T-1} whose partial exposures this stage's training takes
+        (:attr:`BlurSchedule.exposure_fractions`: 0.2, 0.4, 0.6, 0.8 for the authors' schedule), or
+        None when it takes none (option off, or stage 1)."""
+        if not self.config["exposure_weight"] or self.stage == 1:
+            return None
+        # rounded: 0.6000000000000001 of a 100-point path would keep 61 points, not 60
+        return tuple(round(f, 9) for f in self.schedule.exposure_fractions[1:-1].tolist())
+
     # -- the prior and the restoration ----------------------------------------------------------
-    def diffused_prior(self, blurred: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """BE(blurred) -> T reverse steps -> z_0, (B, dim). ``noise`` for z_T (training); None = mean path."""
+    def diffused_prior(self, blurred: torch.Tensor, noise: torch.Tensor | None = None, means: list | None = None) -> torch.Tensor:
+        """BE(blurred) -> T reverse steps -> z_0, (B, dim). ``noise`` for z_T (training); None = mean path.
+        ``means``, if a list, receives each step's noise-free estimate (see :func:`sample`)."""
         z_blur = self.blur_encoder(blurred)
-        return sample(self.schedule, self.residual_net, self.noise_net, z_blur, noise)
+        return sample(self.schedule, self.residual_net, self.noise_net, z_blur, noise, means=means)
+
+    def exposure_loss(self, blurred: torch.Tensor, means: list, exposures: torch.Tensor | None) -> torch.Tensor:
+        """Our per-step supervision: Charbonnier distance, averaged over t = 1 .. T-1, between the reverse
+        chain's noise-free estimate of z_t (``means`` from :meth:`diffused_prior`, z_{T-1} .. z_0) and
+
+            target_t = SE(blurred, B_t),  B_t = the sharp image exposed over the first f_t of the blur,
+
+        f_t = (alpha_t - alpha_0) / (alpha_T - alpha_0) (:attr:`exposure_fractions`). SE is used as in
+        stage 1, (observed blurred image, image the latent stands for): z_0's target SE(blurred, sharp)
+        is the case f = 0, and the targets grow blurrier with t as the forward process does.
+        ``exposures``: (B, T - 1, 3, H, W) in [0, 1], B_1 .. B_{T-1} (noise-free partial exposures,
+        :class:`unblur.data.synthetic.SyntheticPairs` with ``exposure_fractions``). Returns a scalar.
+        """
+        n = self.schedule.steps - 1
+        if exposures is None or exposures.shape[1] != n:
+            raise ValueError(
+                f"BlurDM's exposure loss needs the {n} partial exposures of every sample (B, {n}, 3, H, W): "
+                "make the data with SyntheticPairs(..., exposure_fractions=model.exposure_fractions) and pass "
+                "them as forward(..., exposures=...)"
+            )
+        with torch.no_grad():  # SE is frozen in stages 2 and 3
+            b = blurred.shape[0]
+            targets = self.sharp_encoder(blurred.repeat_interleave(n, dim=0), exposures.flatten(0, 1))
+        estimates = torch.stack(means[-2::-1], dim=1)  # z_1 .. z_{T-1}: means holds z_{T-1} .. z_0
+        return charbonnier(estimates, targets.unflatten(0, (b, n)))
 
     @torch.no_grad()
     def image_prior(self, blurred: torch.Tensor, tile: int = 512) -> torch.Tensor:
@@ -186,14 +234,21 @@ class BlurDM(nn.Module):
         return sample(self.schedule, self.residual_net, self.noise_net, z_blur)
 
     def forward(
-        self, blurred: torch.Tensor, sharp: torch.Tensor | None = None, image_loss=None, prior: torch.Tensor | None = None
+        self,
+        blurred: torch.Tensor,
+        sharp: torch.Tensor | None = None,
+        image_loss=None,
+        prior: torch.Tensor | None = None,
+        exposures: torch.Tensor | None = None,
     ):
         """Restore ``blurred`` (B, 3, H, W) in [0, 1]. With ``image_loss`` (training) returns the
-        stage's loss instead: the image loss of the restoration, or in stage 2 the latent loss.
+        stage's loss instead: the image loss of the restoration, or in stage 2 the latent loss,
+        plus ``exposure_weight`` x :meth:`exposure_loss` of ``exposures`` when the option is on.
         ``prior`` (B or 1, dim), when given, replaces the one computed from ``blurred`` (a whole
         image's prior for one of its tiles, see :meth:`image_prior`)."""
         if prior is not None:
             return self.backbone(blurred, prior.expand(blurred.shape[0], -1))
+        means = None
         if self.stage == 1:
             if sharp is None:
                 raise ValueError("BlurDM stage 1 restores with the sharp encoder's prior: it needs the sharp image")
@@ -201,14 +256,23 @@ class BlurDM(nn.Module):
         else:
             # drawn on the CPU generator, which checkpoints save: resumed runs draw the same noise
             noise = torch.randn(blurred.shape[0], self.config["dim"]).to(blurred.device) if self.training else None
-            prior = self.diffused_prior(blurred, noise)
+            means = [] if image_loss is not None and self.exposure_fractions is not None else None
+            prior = self.diffused_prior(blurred, noise, means)
             if self.stage == 2 and image_loss is not None:
                 with torch.no_grad():
                     target = self.sharp_encoder(blurred, sharp)
-                return charbonnier(prior, target)
+                return self._plus_exposure_loss(charbonnier(prior, target), blurred, means, exposures)
         if image_loss is None:
             return self.backbone(blurred, prior)
         # multi-scale backbones (MIMO-UNet+) are trained on every scale, as they are without BlurDM
         if self.multiscale_backbone and image_loss.cfg["multiscale"]:
-            return image_loss(self.backbone(blurred, prior, all_scales=True), sharp)
-        return image_loss(self.backbone(blurred, prior), sharp)
+            loss = image_loss(self.backbone(blurred, prior, all_scales=True), sharp)
+        else:
+            loss = image_loss(self.backbone(blurred, prior), sharp)
+        return self._plus_exposure_loss(loss, blurred, means, exposures)
+
+    def _plus_exposure_loss(self, loss: torch.Tensor, blurred: torch.Tensor, means: list | None, exposures) -> torch.Tensor:
+        """The stage's loss, plus the weighted exposure loss when it applies (``means`` collected)."""
+        if means is None:  # option off: the authors' loss, unchanged
+            return loss
+        return loss + self.config["exposure_weight"] * self.exposure_loss(blurred, means, exposures)

@@ -44,7 +44,9 @@ def adain_colour_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 
 class DeblurDiff(nn.Module):
     """The trainable ControlNet + LKPN around a frozen latent diffusion model ``sd``."""
 
-    def __init__(self, sd: LatentDiffusion, kernel_size: int = 5, lkpn_width: int = 64, latent_weight: float = 1.0):
+    def __init__(
+        self, sd: LatentDiffusion, kernel_size: int = 5, lkpn_width: int = 64, latent_weight: float = 1.0, val_steps: int = 50
+    ):
         super().__init__()
         from diffusers import ControlNetModel
 
@@ -57,6 +59,7 @@ class DeblurDiff(nn.Module):
         )
         self.lkpn = LKPN(latent_channels=c, width=lkpn_width, kernel_size=kernel_size)
         self.kernel_size, self.latent_weight = kernel_size, latent_weight
+        self.val_steps = val_steps  # sampling steps when none are asked for (the authors sample 50)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -101,6 +104,40 @@ class DeblurDiff(nn.Module):
     def factor(self) -> int:
         """Image pixels per latent pixel (the VAE's downsampling: 8 for SD)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's and the UNet's downsampling together."""
+        return self.factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sharp: torch.Tensor | None = None,
+        image_loss=None,
+        *,
+        steps: int | None = None,
+        seed: int = 0,
+        tile: int = 512,
+        return_kernels: bool = False,
+    ):
+        """Engine protocol: with ``image_loss`` (the engine's; unused, DeblurDiff has its own) the training loss
+        on (x, sharp), noise and timesteps from the global generator, which the engine seeds and
+        checkpoints; without, the deblurred x, (B, 3, H, W) in [0, 1], any size: padded to
+        :attr:`multiple`, ``steps`` DDIM steps (default ``val_steps``) from ``seed``, tiled above ``tile``
+        pixels; ``return_kernels`` adds the last step's kernels (see :meth:`sample`)."""
+        if image_loss is not None:
+            return self.loss(x, sharp)
+        h, w = x.shape[-2:]
+        padded, _ = pad_to_multiple(x, self.multiple)
+        tile = tile // self.multiple * self.multiple  # every latent tile a valid UNet input
+        overlap = tile // 4 // self.factor * self.factor
+        generator = torch.Generator().manual_seed(seed)
+        out = self.sample(padded, steps or self.val_steps, generator, tile, overlap, return_kernels=return_kernels)
+        if not return_kernels:
+            return out[..., :h, :w]
+        image, kernels = out
+        return image[..., :h, :w], kernels[..., : -(-h // self.factor), : -(-w // self.factor)]
 
     @torch.no_grad()
     def sample(
@@ -186,10 +223,7 @@ class DeblurDiffSmall(DeblurDiff):
     LKPN (``train_unet``); the VAE comes trained from its own stage (``vae``: the path of that stage's
     model file, read at construction only; the weights then live in this model's state dict).
 
-    Engine protocol: ``forward(x, sharp, image_loss=...)`` returns the training loss (noise and
-    timesteps from the global generator, which the engine seeds and checkpoints); ``forward(x)``
-    deblurs (B, 3, H, W) in [0, 1], any size: padded to the UNet's multiple, ``steps`` DDIM steps
-    (default ``val_steps``) from seed ``seed``, tiled above ``tile`` pixels.
+    Its model file holds every weight (VAE included: a few MiB).
     """
 
     def __init__(
@@ -204,6 +238,7 @@ class DeblurDiffSmall(DeblurDiff):
         latent_weight: float = 1.0,
         train_unet: bool = True,
         val_steps: int = 10,
+        latent_scale: float | None = None,
         vae: str | None = None,
     ):
         from unblur.methods.small_sd import build_small_sd, load_trained_vae
@@ -216,9 +251,9 @@ class DeblurDiffSmall(DeblurDiff):
             prediction_type=prediction_type,
             vae=load_trained_vae(vae) if vae else None,
         )
-        super().__init__(sd, kernel_size=kernel_size, lkpn_width=lkpn_width, latent_weight=latent_weight)
+        super().__init__(sd, kernel_size=kernel_size, lkpn_width=lkpn_width, latent_weight=latent_weight, val_steps=val_steps)
         self.unet.requires_grad_(train_unet)
-        self.val_steps = val_steps
+        self.scale = latent_scale or self.scale  # measured on our VAE (scripts/latent_scale.py); else SD's 0.18215
         self.config = {
             "latent_channels": latent_channels,
             "vae_widths": list(vae_widths),
@@ -230,33 +265,37 @@ class DeblurDiffSmall(DeblurDiff):
             "latent_weight": latent_weight,
             "train_unet": train_unet,
             "val_steps": val_steps,
+            "latent_scale": latent_scale,
         }
 
-    @property
-    def multiple(self) -> int:
-        """Image sides must be multiples of this: the VAE's and the UNet's downsampling together."""
-        return self.factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        sharp: torch.Tensor | None = None,
-        image_loss=None,
-        *,
-        steps: int | None = None,
-        seed: int = 0,
-        tile: int = 512,
-        return_kernels: bool = False,
-    ):
-        if image_loss is not None:
-            return self.loss(x, sharp)
-        h, w = x.shape[-2:]
-        padded, _ = pad_to_multiple(x, self.multiple)
-        tile = tile // self.multiple * self.multiple  # every latent tile a valid UNet input
-        overlap = tile // 4 // self.factor * self.factor
-        generator = torch.Generator().manual_seed(seed)
-        out = self.sample(padded, steps or self.val_steps, generator, tile, overlap, return_kernels=return_kernels)
-        if not return_kernels:
-            return out[..., :h, :w]
-        image, kernels = out
-        return image[..., :h, :w], kernels[..., : -(-h // self.factor), : -(-w // self.factor)]
+class DeblurDiffSD(DeblurDiff):
+    """DeblurDiff on a user's Stable Diffusion 2.x folder (``arch: deblurdiff``; ``sd``: its path), as the authors
+    train it: UNet and VAE frozen, ControlNet and LKPN trained.
+
+    Model files hold the trained parts only (ControlNet, LKPN: hundreds of MiB, not SD's gigabytes);
+    the frozen parts are read from ``sd`` whenever the model is built, so a model file moves to another
+    machine with ``unblur deblur --sd PATH`` pointing at that machine's copy of the same SD weights.
+    """
+
+    def __init__(self, sd: str, kernel_size: int = 5, lkpn_width: int = 64, latent_weight: float = 1.0, val_steps: int = 50):
+        from unblur.methods.sd_loading import load_sd
+
+        super().__init__(load_sd(sd), kernel_size, lkpn_width, latent_weight, val_steps)
+        self.config = {"sd": str(sd), "kernel_size": kernel_size, "lkpn_width": lkpn_width, "latent_weight": latent_weight}
+        self.config["val_steps"] = val_steps
+
+    FROZEN = ("unet.", "vae.")
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return type(state)((k, v) for k, v in state.items() if not k[len(prefix) :].startswith(self.FROZEN))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Loads the trained parts; the frozen ones stay as read from ``sd`` (and must not be in ``state_dict``)."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(self.FROZEN)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"DeblurDiff weights do not fit: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
+        return result

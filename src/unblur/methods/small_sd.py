@@ -103,3 +103,13 @@ def load_trained_vae(path: str):
     if meta["arch"] != "small-vae":
         raise ValueError(f"{path}: expected a small-vae model file (the VAE stage), got arch '{meta['arch']}'")
     return model.vae.requires_grad_(False).eval()
+
+
+@torch.no_grad()
+def latent_scale(vae, images: torch.Tensor) -> float:
+    """1 / standard deviation of ``vae``'s latents (posterior modes) of ``images`` (B, 3, H, W) in [0, 1].
+
+    Stable Diffusion multiplies its latents by such a factor (0.18215) so that the diffusion model
+    sees unit variance, which its noise schedule assumes; a VAE trained here has its own spread,
+    measured once after its stage and written into the diffusion stage's config (``latent_scale``)."""
+    return float(1.0 / vae.encode(images * 2 - 1).latent_dist.mode().std())

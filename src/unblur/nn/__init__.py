@@ -25,7 +25,13 @@ BACKBONES = {
 
 
 # whole methods that wrap a backbone, stored in model files like backbones: name -> module path and class
-METHODS = {"blurdm": ("unblur.methods.blurdm", "BlurDM"), "small-vae": ("unblur.methods.small_sd", "SmallVAE")}
+METHODS = {
+    "blurdm": ("unblur.methods.blurdm", "BlurDM"),
+    "small-vae": ("unblur.methods.small_sd", "SmallVAE"),
+    "deblurdiff": ("unblur.methods.deblurdiff", "DeblurDiffSD"),
+    "deblurdiff-small": ("unblur.methods.deblurdiff", "DeblurDiffSmall"),
+    "bd-diff-small": ("unblur.methods.bddiff", "BDDiff"),
+}
 
 
 def backbone_module(arch: str):

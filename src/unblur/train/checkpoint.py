@@ -45,9 +45,14 @@ def read_model_meta(path: str | Path) -> dict:
     return json.loads(meta["unblur"])
 
 
-def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network a model file describes and load its weights (as fp32)."""
+def load_model_file(path: str | Path, device: str | torch.device = "cpu", sd: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network a model file describes and load its weights (as fp32). ``sd``: this machine's
+    Stable Diffusion folder, for models whose frozen parts live there (``arch: deblurdiff``)."""
     meta = read_model_meta(path)
+    if sd is not None:
+        if "sd" not in meta["config"]:
+            raise ValueError(f"--sd is for models built on a Stable Diffusion folder; {Path(path).name} ({meta['arch']}) is not")
+        meta["config"] = {**meta["config"], "sd": str(sd)}
     model = unets.build(meta["arch"], meta["config"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     model.load_state_dict(state)

@@ -40,6 +40,9 @@ DEFAULTS: dict = {
         "val_crop": 256,  # one centre crop of this side per validation photo
         "val_images": 24,  # the first N photos of data.val
         "step_offset": 0,  # training step s uses batch s + step_offset (a later stage continues the data stream)
+        # folder of blurred photos of a target domain, no sharp twins (BD-Diff's unpaired blur transfer): every
+        # step also gets data.batch random data.crop crops of them, passed as forward(..., target=); null: none
+        "target": None,
     },
     "optim": {
         "optimizer": "adamw",  # or adam

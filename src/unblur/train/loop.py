@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from unblur import nn as backbones
 from unblur.atomic import atomic_write
-from unblur.data.synthetic import SyntheticPairs, fixed_pairs, load_folder
+from unblur.data.synthetic import SyntheticPairs, UnpairedCrops, fixed_pairs, load_folder
 from unblur.metrics import psnr_tensor, ssim
 from unblur.train.checkpoint import (
     latest_checkpoint,
@@ -204,6 +204,8 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     takes = inspect.signature(model.forward).parameters
     multiscale = cfg["loss"]["multiscale"] and "all_scales" in takes
     computes_loss = "image_loss" in takes  # methods (BlurDM) compute their stage's loss themselves
+    if dc.get("target") and "target" not in takes:
+        raise ValueError(f"data.target is set but {arch} does not learn from an unpaired target domain")
 
     start, best = 0, -float("inf")
     ckpt = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
@@ -225,8 +227,22 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     )
 
     # each rank makes its slice of every step's samples: the same data as one process with world x batch
+    # a method may also ask for each sample's partial exposures (BlurDM's exposure_weight): the same pairs
     train_set = SyntheticPairs(
-        load_folder(dc["train"]), dc["crop"], dc["batch"], tc["seed"], dc["preset"], offset=rank * dc["batch"]
+        load_folder(dc["train"]),
+        dc["crop"],
+        dc["batch"],
+        tc["seed"],
+        dc["preset"],
+        offset=rank * dc["batch"],
+        exposure_fractions=getattr(model, "exposure_fractions", None),
+    )
+    # BD-Diff: every step also gets crops of the unpaired blurred images of a target domain (plain crops: cheap
+    # enough to make in this process, and the pairs' loader stays as it is)
+    target_set = (
+        UnpairedCrops(load_folder(dc["target"]), dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
+        if dc.get("target")
+        else None
     )
     val_images = load_folder(dc["val"])[: dc["val_images"]] if dc.get("val") and main else []
     val_blur, val_sharp = fixed_pairs(val_images, dc["val_crop"], seed=1234, preset=dc["preset"]) if val_images else (None, None)
@@ -248,11 +264,16 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     losses, history, t0 = [], [], time.time()
     bar = tqdm(total=oc["steps"], initial=start, disable=quiet, dynamic_ncols=True, desc="train", unit="step")
     net.train()
-    for step, (blurred, sharp) in enumerate(loader, start=start):
-        blurred, sharp = blurred.to(device, non_blocking=True), sharp.to(device, non_blocking=True)
+    for step, batch in enumerate(loader, start=start):
+        # (blurred, sharp), or a dict of them and extras that the method's forward takes by name
+        batch = batch if isinstance(batch, dict) else {"blurred": batch[0], "sharp": batch[1]}
+        extra = {k: t.to(device, non_blocking=True) for k, t in batch.items()}
+        blurred, sharp = extra.pop("blurred"), extra.pop("sharp")
+        if target_set is not None:
+            extra["target"] = target_set[step + dc["step_offset"]].to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             if computes_loss:
-                loss = net(blurred, sharp, image_loss=image_loss)
+                loss = net(blurred, sharp, image_loss=image_loss, **extra)
             else:
                 loss = image_loss(net(blurred, all_scales=True) if multiscale else net(blurred), sharp)
         optimizer.zero_grad(set_to_none=True)

@@ -79,8 +79,9 @@ def resolve(name_or_path: str | Path | None) -> Path:
     raise ValueError(f"unknown model '{name_or_path}' (registered: {', '.join(MODELS)}; or give a .safetensors path)")
 
 
-def load_model(name_or_path: str | Path | None = None, device="cpu"):
-    """Returns ``(model, meta)``: the network in eval mode on ``device`` and its file's metadata."""
+def load_model(name_or_path: str | Path | None = None, device="cpu", sd: str | None = None):
+    """Returns ``(model, meta)``: the network in eval mode on ``device`` and its file's metadata
+    (``sd``: a local Stable Diffusion folder for the models built on one)."""
     from unblur.train.checkpoint import load_model_file
 
-    return load_model_file(resolve(name_or_path), device)
+    return load_model_file(resolve(name_or_path), device, sd=sd)
