@@ -20,15 +20,14 @@ synthetic pairs, unsupervised with unpaired blurred images of a target domain) a
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unblur.methods.deblurdiff import adain_colour_fix
-from unblur.nn.layers import eval_frozen, pad_to_multiple
-from unblur.tiling import run_tiled
+from unblur.methods.latent import LatentMethod
+from unblur.nn.layers import pad_to_multiple
 
 
 def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
@@ -159,7 +158,7 @@ def fitting_vae(path: str, latent_channels: int, widths):
     return vae
 
 
-class BDDiff(nn.Module):
+class BDDiff(LatentMethod):
     """BD-Diff on our small latent diffusion model (``arch: bd-diff-small``): the generator renders a latent
     from (structure tokens, blur tokens) through the UNet's cross-attention; the decoupler reads latents.
 
@@ -191,9 +190,9 @@ class BDDiff(nn.Module):
         w_consistency: float = 0.1,
         consistency_t_max: int = 500,
         val_steps: int = 10,
+        latent_scale: float | None = None,
         vae: str | None = None,
     ):
-        super().__init__()
         from unblur.methods.small_sd import build_small_sd
 
         if prediction_type not in ("epsilon", "v_prediction"):
@@ -201,8 +200,7 @@ class BDDiff(nn.Module):
         trained_vae = fitting_vae(vae, latent_channels, vae_widths) if vae else None
         # diffusers calls the number of attention heads attention_head_dim
         sd = build_small_sd(latent_channels, vae_widths, unet_widths, token_width, unet_heads, prediction_type, vae=trained_vae)
-        self.unet, self.vae, self.scheduler, self.scale = sd.unet, sd.vae, sd.scheduler, sd.scale
-        self.vae.requires_grad_(False).eval()
+        super().__init__(sd, latent_scale)
         self.decoupler = BlurDecoupler(
             latent_channels, token_width, patch, structure_queries, blur_queries, qformer_layers, qformer_heads
         )
@@ -232,53 +230,10 @@ class BDDiff(nn.Module):
             "w_consistency": w_consistency,
             "consistency_t_max": consistency_t_max,
             "val_steps": val_steps,
+            "latent_scale": latent_scale,
         }
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode:
-            eval_frozen(self)  # the frozen VAE stays in inference mode
-        return self
-
-    # -- latents ------------------------------------------------------------------------------
-    @property
-    def factor(self) -> int:
-        """Image pixels per latent pixel (the VAE's downsampling)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def multiple(self) -> int:
-        """Image sides must be multiples of this: the VAE's and the UNet's downsampling together."""
-        return self.factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
-
-    @torch.no_grad()
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> scaled latent (B, C, H/f, W/f), the posterior's mode (deterministic)."""
-        return self.vae.encode(image * 2 - 1).latent_dist.mode() * self.scale
-
-    @torch.no_grad()
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return ((self.vae.decode(latent / self.scale).sample + 1) / 2).clamp(0, 1)
-
-    # -- one noisy step -----------------------------------------------------------------------
-    def noisy(self, z0: torch.Tensor, t_max: int | None = None, generator: torch.Generator | None = None):
-        """Draw noise and timesteps t in [0, t_max) (default: the whole schedule) on the CPU generator
-        (the engine checkpoints the global one): returns (z_t, noise, t)."""
-        noise = torch.randn(z0.shape, generator=generator).to(z0)
-        t = torch.randint(0, t_max or self.scheduler.config.num_train_timesteps, (z0.shape[0],), generator=generator)
-        t = t.to(z0.device)
-        return self.scheduler.add_noise(z0, noise, t), noise, t
-
-    def prediction_target(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(z0, noise, t)
-
-    def predicted_x0(self, z_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The one-step estimate of the clean latent from the UNet's prediction at (z_t, t)."""
-        a = self.scheduler.alphas_cumprod.to(z_t.device)[t].view(-1, 1, 1, 1).to(z_t.dtype)
-        if self.scheduler.config.prediction_type == "epsilon":
-            return (z_t - (1 - a).sqrt() * pred) / a.sqrt()
-        return a.sqrt() * z_t - (1 - a).sqrt() * pred
-
+    # -- training -----------------------------------------------------------------------------
     def diffusion_losses(self, tasks: dict, generator: torch.Generator | None = None) -> dict:
         """Diffusion losses of several tasks in one UNet evaluation. ``tasks``: name -> (clean latent
         (B_k, C, h, w), context (B_k, tokens, token_width)); returns name -> MSE(prediction, target)."""
@@ -297,7 +252,6 @@ class BDDiff(nn.Module):
         s_hat, b_hat = self.decoupler.both(self.predicted_x0(z_t, pred, t))
         return F.mse_loss(b_hat.float(), b_target.detach().float()) + F.mse_loss(s_hat.float(), s_sharp.detach().float())
 
-    # -- training -----------------------------------------------------------------------------
     def loss(
         self,
         blurred: torch.Tensor,
@@ -364,31 +318,16 @@ class BDDiff(nn.Module):
         return self.sample(x, steps or self.val_steps, torch.Generator().manual_seed(seed), tile)
 
     # -- sampling -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def render(self, z_cond: torch.Tensor, context_of, steps: int, generator: torch.Generator | None = None, tile: int = 0):
-        """A latent the size of ``z_cond`` (B, C, h, w), rendered in ``steps`` DDIM steps; the UNet reads the tokens
-        ``context_of(part of z_cond)``. ``tile`` > 0 (image pixels, B = 1): the UNet predicts on overlapping latent
-        tiles, each with the tokens of its own part (a fixed number of tokens describes a region of about the
-        training crop's size, not a whole photo), blended before every step, so one coherent latent is denoised."""
-        from diffusers import DDIMScheduler
+    def tokens_predictor(self, context_of):
+        """The UNet's prediction for ``u = cat(z_t, z_cond)`` conditioned on the tokens ``context_of(z_cond)``,
+        as :meth:`render` asks for it (per tile when tiled: a fixed number of structure tokens describes
+        a region of about the training crop's size, not a whole photo)."""
+        c = self.unet.config.in_channels
 
-        scheduler = DDIMScheduler.from_config(self.scheduler.config)
-        scheduler.set_timesteps(steps, device=z_cond.device)
-        c, f = z_cond.shape[1], self.factor
-        tiled = tile > 0 and max(z_cond.shape[-2:]) * f > tile
-        if tiled and len(z_cond) != 1:
-            raise ValueError("tiled sampling takes one image at a time")
-        latent_tile = max(self.multiple, tile // self.multiple * self.multiple) // f  # the UNet needs its multiple
-
-        def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # u: the noisy latent and z_cond, stacked
+        def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             return self.unet(u[:, :c], t.expand(len(u)), context_of(u[:, c:])).sample
 
-        z = torch.randn(z_cond.shape, generator=generator).to(z_cond) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            u = torch.cat([z, z_cond], 1)
-            pred = run_tiled(partial(predict, t), u, latent_tile, latent_tile // 8).to(z) if tiled else predict(t, u)
-            z = scheduler.step(pred, t, z).prev_sample
-        return z
+        return predict
 
     @torch.no_grad()
     def sample(self, blurred: torch.Tensor, steps: int = 20, generator: torch.Generator | None = None, tile: int = 0):
@@ -399,8 +338,8 @@ class BDDiff(nn.Module):
         def context_of(z_part: torch.Tensor) -> torch.Tensor:  # its structure, and "sharp" for the blur
             return d.condition(d.structure(z_part), d.sharp_blur(len(z_part)))
 
-        z = self.render(self.encode(x), context_of, steps, generator, tile)
-        return adain_colour_fix(self.decode(z)[..., :h, :w], blurred).clamp(0, 1)
+        z = self.render(self.encode(x, tile), self.tokens_predictor(context_of), steps, generator, tile)
+        return adain_colour_fix(self.decode(z, tile)[..., :h, :w], blurred).clamp(0, 1)
 
     @torch.no_grad()
     def transfer(
@@ -410,10 +349,10 @@ class BDDiff(nn.Module):
         size): (B, 3, H, W) in [0, 1], colours matched to ``structure_image``. Deterministic for a generator seed."""
         x, (h, w) = pad_to_multiple(structure_image, self.multiple)
         d = self.decoupler
-        blur = d.blur(self.encode(pad_to_multiple(blur_image, self.multiple)[0]))
+        blur = d.blur(self.encode(pad_to_multiple(blur_image, self.multiple)[0], tile))
 
         def context_of(z_part: torch.Tensor) -> torch.Tensor:  # its structure, and blur_image's blur
             return d.condition(d.structure(z_part), blur.expand(len(z_part), -1, -1))
 
-        z = self.render(self.encode(x), context_of, steps, generator, tile)
-        return adain_colour_fix(self.decode(z)[..., :h, :w], structure_image).clamp(0, 1)
+        z = self.render(self.encode(x, tile), self.tokens_predictor(context_of), steps, generator, tile)
+        return adain_colour_fix(self.decode(z, tile)[..., :h, :w], structure_image).clamp(0, 1)

@@ -20,17 +20,14 @@ callers pad). The empty prompt is an all-zero text embedding: we do not load a t
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from unblur.methods.deblurdiff_core import LKPN, eac
+from unblur.methods.latent import LatentMethod
 from unblur.methods.sd_loading import LatentDiffusion
-from unblur.nn.layers import eval_frozen, pad_to_multiple
-from unblur.tiling import run_tiled
+from unblur.nn.layers import pad_to_multiple
 
 
 def adain_colour_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -41,18 +38,22 @@ def adain_colour_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 
     return (image - mu_i) / sd_i * sd_r + mu_r
 
 
-class DeblurDiff(nn.Module):
+class DeblurDiff(LatentMethod):
     """The trainable ControlNet + LKPN around a frozen latent diffusion model ``sd``."""
 
     def __init__(
-        self, sd: LatentDiffusion, kernel_size: int = 5, lkpn_width: int = 64, latent_weight: float = 1.0, val_steps: int = 50
+        self,
+        sd: LatentDiffusion,
+        kernel_size: int = 5,
+        lkpn_width: int = 64,
+        latent_weight: float = 1.0,
+        val_steps: int = 50,
+        latent_scale: float | None = None,
     ):
-        super().__init__()
+        super().__init__(sd, latent_scale)
         from diffusers import ControlNetModel
 
-        self.unet, self.vae, self.scheduler, self.scale = sd.unet, sd.vae, sd.scheduler, sd.scale
         self.unet.requires_grad_(False).eval()
-        self.vae.requires_grad_(False).eval()
         c = self.unet.config.in_channels
         self.controlnet = ControlNetModel.from_unet(
             self.unet, conditioning_embedding_out_channels=(self.unet.config.block_out_channels[0],), conditioning_channels=2 * c
@@ -61,24 +62,9 @@ class DeblurDiff(nn.Module):
         self.kernel_size, self.latent_weight = kernel_size, latent_weight
         self.val_steps = val_steps  # sampling steps when none are asked for (the authors sample 50)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode:
-            eval_frozen(self)  # the frozen UNet and VAE stay in inference mode
-        return self
-
     def context(self, batch: int, device) -> torch.Tensor:
         """The empty prompt: (B, 1, cross_attention_dim) zeros (see the module docstring)."""
         return torch.zeros(batch, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
-
-    @torch.no_grad()
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> scaled latent (B, C, H/f, W/f), the posterior's mode (deterministic)."""
-        return self.vae.encode(image * 2 - 1).latent_dist.mode() * self.scale
-
-    @torch.no_grad()
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return ((self.vae.decode(latent / self.scale).sample + 1) / 2).clamp(0, 1)
 
     def denoise(self, z_t: torch.Tensor, t: torch.Tensor, z_blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One UNet evaluation steered by the condition; returns (the UNet's prediction, z_s)."""
@@ -91,24 +77,9 @@ class DeblurDiff(nn.Module):
     def loss(self, blurred: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Training loss on a batch of (blurred, sharp) images in [0, 1]: diffusion loss + latent loss of z_s."""
         z_blur, z_sharp = self.encode(blurred), self.encode(sharp)
-        noise = torch.randn(z_sharp.shape, generator=generator).to(z_sharp)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (z_sharp.shape[0],), generator=generator)
-        t = t.to(z_sharp.device)
-        z_t = self.scheduler.add_noise(z_sharp, noise, t)
+        z_t, noise, t = self.noisy(z_sharp, generator=generator)
         pred, z_s = self.denoise(z_t, t, z_blur)
-        kind = self.scheduler.config.prediction_type
-        target = noise if kind == "epsilon" else self.scheduler.get_velocity(z_sharp, noise, t)
-        return F.mse_loss(pred, target) + self.latent_weight * F.mse_loss(z_s, z_sharp)
-
-    @property
-    def factor(self) -> int:
-        """Image pixels per latent pixel (the VAE's downsampling: 8 for SD)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def multiple(self) -> int:
-        """Image sides must be multiples of this: the VAE's and the UNet's downsampling together."""
-        return self.factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return F.mse_loss(pred, self.prediction_target(z_sharp, noise, t)) + self.latent_weight * F.mse_loss(z_s, z_sharp)
 
     def forward(
         self,
@@ -125,15 +96,12 @@ class DeblurDiff(nn.Module):
         on (x, sharp), noise and timesteps from the global generator, which the engine seeds and
         checkpoints; without, the deblurred x, (B, 3, H, W) in [0, 1], any size: padded to
         :attr:`multiple`, ``steps`` DDIM steps (default ``val_steps``) from ``seed``, tiled above ``tile``
-        pixels; ``return_kernels`` adds the last step's kernels (see :meth:`sample`)."""
+        pixels; ``return_kernels`` adds the kernels (see :meth:`sample`)."""
         if image_loss is not None:
             return self.loss(x, sharp)
         h, w = x.shape[-2:]
         padded, _ = pad_to_multiple(x, self.multiple)
-        tile = tile // self.multiple * self.multiple  # every latent tile a valid UNet input
-        overlap = tile // 4 // self.factor * self.factor
-        generator = torch.Generator().manual_seed(seed)
-        out = self.sample(padded, steps or self.val_steps, generator, tile, overlap, return_kernels=return_kernels)
+        out = self.sample(padded, steps or self.val_steps, torch.Generator().manual_seed(seed), tile, return_kernels)
         if not return_kernels:
             return out[..., :h, :w]
         image, kernels = out
@@ -146,44 +114,25 @@ class DeblurDiff(nn.Module):
         steps: int = 20,
         generator: torch.Generator | None = None,
         tile: int = 0,
-        overlap: int = 64,
         return_kernels: bool = False,
     ):
-        """Deblur (B, 3, H, W) in [0, 1] (H, W multiples of the UNet's total downsampling) with ``steps`` DDIM steps.
-
-        The same generator seed gives the same image. ``tile`` > 0 bounds memory for large images (B = 1):
-        the VAE runs on overlapping ``tile``-pixel tiles, and at every step the UNet predicts on overlapping
-        latent tiles whose predictions are blended before the scheduler's step, so one coherent latent
-        is denoised (the tiles never drift apart). ``return_kernels``: also return the LKPN's kernels of
-        the last step, (B, C*k*k, H/f, W/f).
+        """Deblur (B, 3, H, W) in [0, 1] (H, W multiples of :attr:`multiple`) with ``steps`` DDIM steps; the same
+        generator seed gives the same image. ``tile`` > 0 (B = 1): VAE and UNet on overlapping tiles
+        (:meth:`render`). ``return_kernels``: also the kernels the LKPN predicts for the result
+        (z_t = the final latent, t = 0), (B, C*k*k, H/f, W/f).
         """
-        from diffusers import DDIMScheduler
+        c = self.unet.config.in_channels
+        z_blur = self.encode(blurred, tile)
 
-        scheduler = DDIMScheduler.from_config(self.scheduler.config)
-        scheduler.set_timesteps(steps, device=blurred.device)
-        f, c = self.factor, self.unet.config.in_channels
-        tiled = tile > 0 and max(blurred.shape[-2:]) > tile
-        if tiled and blurred.shape[0] != 1:
-            raise ValueError("tiled sampling takes one image at a time")
+        def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # u: cat(z_t, z_blur)
+            return self.denoise(u[:, :c], t.expand(len(u)), u[:, c:])[0]
 
-        def latent_tiles(fn, z):  # fn over overlapping latent tiles of z (1, ., h, w), or whole
-            if not tiled:
-                return fn(z)
-            return run_tiled(fn, z, tile // f, overlap // f).to(z)
-
-        z_blur = run_tiled(self.encode, blurred, tile, overlap, 1 / f).to(blurred) if tiled else self.encode(blurred)
-        z = torch.randn(z_blur.shape, generator=generator).to(z_blur) * scheduler.init_noise_sigma
-
-        def predict(u, t):  # u: cat(z_t, z_blur) of one tile
-            return self.denoise(u[:, :c], t.expand(u.shape[0]), u[:, c:])[0]
-
-        for t in scheduler.timesteps:
-            z = scheduler.step(latent_tiles(partial(predict, t=t), torch.cat([z, z_blur], 1)), t, z).prev_sample
-        image = run_tiled(self.decode, z, tile // f, overlap // f, f).to(z) if tiled else self.decode(z)
-        image = adain_colour_fix(image, blurred).clamp(0, 1)
+        z = self.render(z_blur, predict, steps, generator, tile)
+        image = adain_colour_fix(self.decode(z, tile), blurred).clamp(0, 1)
         if not return_kernels:
             return image
-        kernels = latent_tiles(lambda u: self.lkpn(u[:, c:], u[:, :c], t.expand(u.shape[0])), torch.cat([z, z_blur], 1))
+        t0 = torch.zeros(1, dtype=torch.long, device=z.device)
+        kernels = self.over_latent(lambda u: self.lkpn(u[:, c:], u[:, :c], t0.expand(len(u))), torch.cat([z, z_blur], 1), tile)
         return image, kernels
 
 
@@ -251,9 +200,8 @@ class DeblurDiffSmall(DeblurDiff):
             prediction_type=prediction_type,
             vae=load_trained_vae(vae) if vae else None,
         )
-        super().__init__(sd, kernel_size=kernel_size, lkpn_width=lkpn_width, latent_weight=latent_weight, val_steps=val_steps)
+        super().__init__(sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale)
         self.unet.requires_grad_(train_unet)
-        self.scale = latent_scale or self.scale  # measured on our VAE (scripts/latent_scale.py); else SD's 0.18215
         self.config = {
             "latent_channels": latent_channels,
             "vae_widths": list(vae_widths),

@@ -1,0 +1,129 @@
+"""What DeblurDiff and BD-Diff share: a latent diffusion model (frozen VAE, UNet, noise schedule) and
+DDIM sampling of a latent, whole or in blended tiles.
+
+Images are (B, 3, H, W) in [0, 1]; latents (B, C, H/f, W/f), scaled by ``scale`` so the diffusion
+model sees about unit variance (Stable Diffusion: 0.18215; our small VAE: measured, see
+``scripts/latent_scale.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from unblur.methods.sd_loading import LatentDiffusion
+from unblur.nn.layers import eval_frozen
+from unblur.tiling import run_tiled
+
+
+class LatentMethod(nn.Module):
+    """A method built on ``sd``: holds its ``unet``, ``vae`` (always frozen) and ``scheduler``."""
+
+    def __init__(self, sd: LatentDiffusion, latent_scale: float | None = None):
+        super().__init__()
+        self.unet, self.vae, self.scheduler = sd.unet, sd.vae, sd.scheduler
+        self.scale = latent_scale or sd.scale
+        self.vae.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            eval_frozen(self)  # frozen parts (the VAE, SD's UNet) stay in inference mode
+        return self
+
+    @property
+    def factor(self) -> int:
+        """Image pixels per latent pixel (the VAE's downsampling: 8 for SD)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's and the UNet's downsampling together."""
+        return self.factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor, tile: int = 0) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> scaled latent, the posterior's mode (deterministic). ``tile`` > 0
+        (B = 1): in overlapping tiles of that many pixels, so memory does not grow with the image."""
+        if not self._tiled(image, tile):
+            return self.vae.encode(image * 2 - 1).latent_dist.mode() * self.scale
+        tile, overlap = self._tiles(tile)
+        return run_tiled(self.encode, image, tile, overlap, 1 / self.factor).to(image)
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor, tile: int = 0) -> torch.Tensor:
+        """Scaled latent -> (B, 3, H, W) in [0, 1]; ``tile`` in image pixels as for :meth:`encode`."""
+        if not self._tiled(latent, tile and tile // self.factor):
+            return ((self.vae.decode(latent / self.scale).sample + 1) / 2).clamp(0, 1)
+        tile, overlap = (n // self.factor for n in self._tiles(tile))
+        return run_tiled(self.decode, latent, tile, overlap, self.factor).to(latent)
+
+    def _tiles(self, tile: int) -> tuple[int, int]:
+        """(tile, overlap) in image pixels: tiles the UNet can take whole, overlapping by a quarter."""
+        tile = max(self.multiple, tile // self.multiple * self.multiple)
+        return tile, tile // 4 // self.factor * self.factor
+
+    @staticmethod
+    def _tiled(x: torch.Tensor, tile: int) -> bool:
+        if tile > 0 and max(x.shape[-2:]) > tile:
+            if x.shape[0] != 1:
+                raise ValueError("tiled sampling takes one image at a time")
+            return True
+        return False
+
+    # -- training -------------------------------------------------------------------------------
+    def noisy(self, z0: torch.Tensor, t_max: int | None = None, generator: torch.Generator | None = None):
+        """Noise and timesteps t in [0, t_max) (default: the whole schedule) drawn on the CPU generator
+        (the engine seeds and checkpoints the global one): returns (z_t, noise, t)."""
+        noise = torch.randn(z0.shape, generator=generator).to(z0)
+        t = torch.randint(0, t_max or self.scheduler.config.num_train_timesteps, (z0.shape[0],), generator=generator)
+        t = t.to(z0.device)
+        return self.scheduler.add_noise(z0, noise, t), noise, t
+
+    def prediction_target(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the UNet learns to predict: the noise, or v (SD 2.x's v-prediction)."""
+        return noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(z0, noise, t)
+
+    def predicted_x0(self, z_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The one-step estimate of the clean latent from the UNet's prediction at (z_t, t)."""
+        a = self.scheduler.alphas_cumprod.to(z_t.device)[t].view(-1, 1, 1, 1).to(z_t.dtype)
+        if self.scheduler.config.prediction_type == "epsilon":
+            return (z_t - (1 - a).sqrt() * pred) / a.sqrt()
+        return a.sqrt() * z_t - (1 - a).sqrt() * pred
+
+    # -- sampling -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(
+        self,
+        z_cond: torch.Tensor,
+        predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        steps: int,
+        generator: torch.Generator | None = None,
+        tile: int = 0,
+    ) -> torch.Tensor:
+        """A latent the size of ``z_cond`` (B, C, h, w), from noise in ``steps`` DDIM steps.
+
+        ``predict(t, u)`` is the UNet's prediction for ``u = cat(z_t, z_cond)`` of a region (or all).
+        ``tile`` > 0 (image pixels, B = 1): the UNet predicts on overlapping latent tiles whose
+        predictions are blended before every scheduler step, so one coherent latent is denoised
+        (tiles never drift apart) while memory depends on the tile only.
+        """
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(steps, device=z_cond.device)
+        z = torch.randn(z_cond.shape, generator=generator).to(z_cond) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            pred = self.over_latent(lambda part, t=t: predict(t, part), torch.cat([z, z_cond], 1), tile)
+            z = scheduler.step(pred, t, z).prev_sample
+        return z
+
+    def over_latent(self, fn: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor, tile: int = 0) -> torch.Tensor:
+        """``fn`` over the latent-sized ``u`` (B, ., h, w): whole, or (``tile`` > 0 image pixels, B = 1) over
+        overlapping latent tiles the UNet can take, blended."""
+        if not self._tiled(u, tile and tile // self.factor):
+            return fn(u)
+        tile, overlap = (n // self.factor for n in self._tiles(tile))
+        return run_tiled(fn, u, tile, overlap).to(u)
