@@ -1,5 +1,6 @@
 """BD-Diff's extractors: token shapes for any size, determinism, and that the two streams differ."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -297,3 +298,24 @@ def test_a_target_domain_needs_a_method_that_uses_it(sharp_folder, tmp_path):
     cfg["model"] = {"arch": "nafnet", "width": 8, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
     with pytest.raises(ValueError, match="data.target"):
         train(cfg, tmp_path / "n", quiet=True)
+
+
+def test_transfer_command_writes_the_structure_images_size_and_refuses_other_models(tmp_path, capsys):
+    from unblur.cli import main
+    from unblur.io import read_image, write_image
+    from unblur.train.checkpoint import save_model_file
+
+    model = save_model_file(tmp_path / "bd.safetensors", bd_model(), "bd-diff-small")
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "a.png", rng.random((20, 28, 3)).astype(np.float32))
+    write_image(tmp_path / "b.png", rng.random((16, 16, 3)).astype(np.float32))
+    args = ["transfer", "--structure", str(tmp_path / "a.png"), "--blur", str(tmp_path / "b.png"), "--model", str(model)]
+    assert main([*args, "-o", str(tmp_path / "c.png"), "--steps", "2", "--seed", "4"]) == 0
+    assert main([*args, "-o", str(tmp_path / "d.png"), "--steps", "2", "--seed", "4"]) == 0
+    c, d = read_image(tmp_path / "c.png")[0], read_image(tmp_path / "d.png")[0]
+    assert c.shape == (20, 28, 3) and np.array_equal(c, d)
+    assert main([*args, "-o", str(tmp_path / "c.png")]) == 2  # exists
+    assert "exists" in capsys.readouterr().err
+    args[-1] = "nafnet-small"
+    assert main([*args, "-o", str(tmp_path / "e.png")]) == 2
+    assert "cannot transfer blur" in capsys.readouterr().err
