@@ -7,6 +7,7 @@ Encodes one centre crop of every photo of the training folder and prints 1 / std
 
 import argparse
 
+import numpy as np
 import torch
 
 from unblur.data.synthetic import load_folder
@@ -24,7 +25,7 @@ def main() -> None:
         h, w = img.shape[:2]
         if min(h, w) >= args.crop:
             y, x = (h - args.crop) // 2, (w - args.crop) // 2
-            crops.append(torch.from_numpy(img[y : y + args.crop, x : x + args.crop].transpose(2, 0, 1).copy()))
+            crops.append(torch.from_numpy(img[y : y + args.crop, x : x + args.crop].transpose(2, 0, 1) / np.float32(255)))
     vae = load_trained_vae(args.vae)
     scales = [latent_scale(vae, torch.stack(crops[i : i + 16])) for i in range(0, len(crops), 16)]
     # the mean of 1/std per chunk is close to 1/std of all when chunks are alike; print both ends for honesty
