@@ -103,7 +103,7 @@ def test_vae_stage_trains_through_the_engine(sharp_folder, tmp_path):
         "train.ckpt_every=30",
     )
     summary = train(cfg, tmp_path / "vae", quiet=True)
-    assert sum(summary["losses"][-5:]) < 0.7 * sum(summary["losses"][:5]), summary["losses"]
+    assert sum(summary["losses"][-5:]) < 0.8 * sum(summary["losses"][:5]), summary["losses"]
     from unblur.train.checkpoint import load_model_file
 
     vae, meta = load_model_file(tmp_path / "vae" / "last.safetensors")
