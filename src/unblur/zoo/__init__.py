@@ -49,6 +49,13 @@ MODELS: dict[str, ModelEntry] = {
             summary="BlurDM on a small NAFNet (width 16), 1.7 M parameters; a method demo, weaker than the default",
             trained_on="uniform-kernel preset, 217 sharp photos, 1200 CPU steps over BlurDM's three stages",
         ),
+        ModelEntry(
+            name="deblurdiff-small",
+            file="deblurdiff-small.safetensors",
+            summary="DeblurDiff (LKPN + EAC + ControlNet) on a small latent diffusion model trained here; "
+            "generative, --steps/--seed/--samples/--save-kernels; a method demo, below the blurred input in PSNR",
+            trained_on="uniform-kernel preset, 217 sharp photos: VAE 1500 CPU steps, then diffusion 1500 CPU steps",
+        ),
     ]
 }
 DEFAULT = "nafnet-small"
