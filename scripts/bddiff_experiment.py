@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--val", default="../shared/photos/val", help="photos of the target domain")
     ap.add_argument("--target", default="runs/target-realistic", help="where `unblur synth` writes the target domain")
     ap.add_argument("--runs", default="runs/bddiff-experiment")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "bddiff"))
+    ap.add_argument("--out", default="docs/bddiff", help="report folder (run from the repository root)")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps of each arm (default: the config's)")
     ap.add_argument("--crop", type=int, default=256, help="side of the centre crops that are scored")
     ap.add_argument("--device", default="cpu")
