@@ -18,9 +18,12 @@ def test_every_backbone_has_a_config():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(p.parents[1]).as_posix())
-def test_config_builds_its_model(path):
+def test_config_builds_its_model(path, request):
     cfg = load_config(path)
     for c in stage_configs(cfg) if cfg["stages"] else [cfg]:
         # "vae" names an earlier run's output (the VAE stage), absent in a fresh checkout: a random VAE stands in
-        model = backbones.build(c["model"]["arch"], {k: v for k, v in c["model"].items() if k not in ("arch", "vae")})
+        args = {k: v for k, v in c["model"].items() if k not in ("arch", "vae")}
+        if "sd" in args:  # the user's Stable Diffusion folder: the tests' tiny one stands in
+            args["sd"] = str(request.getfixturevalue("tiny_sd")[0])
+        model = backbones.build(c["model"]["arch"], args)
         assert sum(p.numel() for p in model.parameters()) > 0
