@@ -1,5 +1,7 @@
 """BD-Diff's extractors: token shapes for any size, determinism, and that the two streams differ."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -264,11 +266,17 @@ def test_bd_diff_trains_through_the_engine_with_an_unpaired_target_domain(sharp_
         return original(self, x, *args, **kwargs)
 
     monkeypatch.setattr(BDDiff, "forward", spy)
-    cfg = bd_config(
-        sharp_folder, target, 4, **{"data.val": sharp_folder, "data.val_crop": 16, "data.val_images": 2, "train.val_every": 2}
-    )
+    extra = {"data.val": sharp_folder, "data.val_crop": 16, "data.val_images": 2, "train.val_every": 2}
+    cfg = bd_config(sharp_folder, target, 4, **extra, **{"train.tensorboard": True, "train.log_every": 2})
     summary = train(cfg, tmp_path / "run", quiet=True)
     assert len(summary["losses"]) == 4 and all(torch.isfinite(torch.tensor(summary["losses"])))
+    if importlib.util.find_spec("tensorboard"):  # each task's loss is logged beside the total
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+        acc.Reload()
+        for task in ("deblur", "transfer", "consistency", "recon"):
+            assert [e.step for e in acc.Scalars(f"loss/{task}")] == [2, 4]
     assert len(seen) == 4 and all(t is not None and t.shape == (2, 3, 16, 16) for t in seen)
     model, meta = load_model_file(tmp_path / "run" / "last.safetensors")
     assert meta["arch"] == "bd-diff-small" and meta["step"] == 4 and isinstance(model, BDDiff)

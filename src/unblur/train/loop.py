@@ -143,13 +143,16 @@ class Logger:
                 if not quiet:
                     print("note: tensorboard is not installed (pip install 'unblur[train]'); logging to log.csv only")
 
-    def write(self, row: dict) -> None:
+    def write(self, row: dict, terms: dict | None = None) -> None:
+        """``terms``: a method's separate loss terms (name -> mean), to TensorBoard as ``loss/<name>``."""
         self.csv.writerow([row.get(k, "") for k in self.FIELDS])
         self.file.flush()
         if self.tb is not None:
             for key in ("loss", "lr", "val_psnr", "val_ssim"):
                 if row.get(key, "") != "":
                     self.tb.add_scalar(key, float(row[key]), row["step"])
+            for name, value in (terms or {}).items():
+                self.tb.add_scalar(f"loss/{name}", value, row["step"])
             self.tb.flush()
 
     def close(self) -> None:
@@ -261,7 +264,7 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         generator=torch.Generator().manual_seed(tc["seed"]),
     )
     log = Logger(run_dir, start, tc["tensorboard"], quiet) if main else None
-    losses, history, t0 = [], [], time.time()
+    losses, history, terms, t0 = [], [], {}, time.time()
     bar = tqdm(total=oc["steps"], initial=start, disable=quiet, dynamic_ncols=True, desc="train", unit="step")
     net.train()
     for step, batch in enumerate(loader, start=start):
@@ -288,6 +291,8 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         update_ema(ema, model, min(tc["ema"], (1 + step) / (10 + step)))
         losses.append(loss.item())
         history.append(losses[-1])
+        for name, value in getattr(model, "last_losses", {}).items():  # a method's terms (BD-Diff's tasks)
+            terms.setdefault(name, []).append(value)
         bar.update(1)
         done = step + 1
         row = {}
@@ -300,9 +305,12 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         if main and (done % tc["log_every"] == 0 or row or done == oc["steps"]):
             mean = sum(losses) / len(losses)
             lr = scheduler.get_last_lr()[0]
-            log.write({"step": done, "loss": f"{mean:.6f}", "lr": f"{lr:.3e}", "seconds": f"{time.time() - t0:.1f}", **row})
+            means = {name: sum(v) / len(v) for name, v in terms.items()}
+            log.write(
+                {"step": done, "loss": f"{mean:.6f}", "lr": f"{lr:.3e}", "seconds": f"{time.time() - t0:.1f}", **row}, means
+            )
             bar.set_postfix(loss=f"{mean:.4f}", **({"val": row["val_psnr"]} if row else {}))
-            losses = []
+            losses, terms = [], {}
         if done % tc["ckpt_every"] == 0 or done in (oc["steps"], stop_at):
             sums = checksums(model, world)  # every rank takes part in the gathers
             if len(set(sums)) > 1:
