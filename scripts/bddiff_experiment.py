@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from unblur.data.paired import find_pairs
+from unblur.data.synthetic import centre_crop
 from unblur.io import read_image, write_image
 from unblur.train.checkpoint import read_model_meta
 from unblur.train.config import load_config
@@ -40,9 +41,7 @@ def centre_crops(src: Path, dst: Path, size: int) -> Path:
             if not out.exists():
                 out.parent.mkdir(parents=True, exist_ok=True)
                 rgb, info = read_image(path)
-                h, w = rgb.shape[:2]
-                y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
-                write_image(out, np.ascontiguousarray(rgb[y : y + size, x : x + size]), info)
+                write_image(out, np.ascontiguousarray(centre_crop(rgb, size)), info)
     return dst
 
 

@@ -10,7 +10,7 @@ import argparse
 import numpy as np
 import torch
 
-from unblur.data.synthetic import load_folder
+from unblur.data.synthetic import centre_crop, load_folder
 from unblur.methods.small_sd import latent_scale, load_trained_vae
 
 
@@ -20,16 +20,17 @@ def main() -> None:
     ap.add_argument("--photos", default="../shared/photos/train")
     ap.add_argument("--crop", type=int, default=256)
     args = ap.parse_args()
-    crops = []
-    for img in load_folder(args.photos):
-        h, w = img.shape[:2]
-        if min(h, w) >= args.crop:
-            y, x = (h - args.crop) // 2, (w - args.crop) // 2
-            crops.append(torch.from_numpy(img[y : y + args.crop, x : x + args.crop].transpose(2, 0, 1) / np.float32(255)))
+    crops = [
+        torch.from_numpy(centre_crop(img, args.crop).transpose(2, 0, 1) / np.float32(255))
+        for img in load_folder(args.photos)
+        if min(img.shape[:2]) >= args.crop
+    ]
     vae = load_trained_vae(args.vae)
     scales = [latent_scale(vae, torch.stack(crops[i : i + 16])) for i in range(0, len(crops), 16)]
     # the mean of 1/std per chunk is close to 1/std of all when chunks are alike; print both ends for honesty
-    print(f"{len(crops)} crops of {args.crop}^2: latent scale {sum(scales) / len(scales):.4f} (chunks {min(scales):.4f}..{max(scales):.4f})")
+    print(
+        f"{len(crops)} crops of {args.crop}^2: latent scale {sum(scales) / len(scales):.4f} (chunks {min(scales):.4f}..{max(scales):.4f})"
+    )
 
 
 if __name__ == "__main__":

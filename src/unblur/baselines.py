@@ -70,6 +70,8 @@ def wiener_blind(blurred: np.ndarray, sigmas=(0.8, 1.5, 2.5, 4.0)) -> np.ndarray
 class ClassicalRestorer:
     """A registered classical method with the restorer interface: ``restore(rgb, kernel=None)``."""
 
+    generative = False  # deterministic: no sampling steps or seeds
+
     def __init__(self, name: str):
         self.name = name
         self.meta = {"arch": name}

@@ -65,7 +65,7 @@ class Restorer:
         """``kernel`` is accepted for a common interface with the classical methods and ignored (the network is blind)."""
         if self.generative:
             return self.sample(rgb, self.seed)[0]
-        x = _tensor(rgb)
+        x = image_tensor(rgb)
         if self.tile and max(x.shape[-2:]) > self.tile:
             if self.prior == "image":
                 z = self.model.image_prior(x.to(self.device), self.tile)
@@ -74,7 +74,7 @@ class Restorer:
                 y = run_tiled(self._run, x, self.tile, self.overlap)
         else:
             y = self._run(x)
-        return _array(y)
+        return tensor_image(y)
 
     @torch.no_grad()
     def sample(self, rgb: np.ndarray, seed: int, kernels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -82,23 +82,23 @@ class Restorer:
         kernels its LKPN predicted at the last step (:func:`unblur.methods.deblurdiff.kernel_map`), the same size."""
         from unblur.methods.deblurdiff import kernel_map
 
-        x = _tensor(rgb).to(self.device)
+        x = image_tensor(rgb).to(self.device)
         out = self.model(x, steps=self.steps, seed=seed, tile=self.tile, return_kernels=kernels)
         if not kernels:
-            return _array(out), None
+            return tensor_image(out), None
         image, k = out
         picture = kernel_map(k.cpu(), self.model.kernel_size)
         h, w = rgb.shape[:2]
         picture = np.repeat(np.repeat(picture, self.model.factor, 0), self.model.factor, 1)[:h, :w]  # one block per latent pixel
-        return _array(image), picture
+        return tensor_image(image), picture
 
 
-def _tensor(rgb: np.ndarray) -> torch.Tensor:
+def image_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) float32 -> (1, 3, H, W)."""
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
 
 
-def _array(y: torch.Tensor) -> np.ndarray:
+def tensor_image(y: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) -> (H, W, 3) float32 in [0, 1] on the CPU."""
     return y[0].float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
 
@@ -119,9 +119,18 @@ def make_restorer(
 
     if name is not None and str(name) in CLASSICAL:
         return ClassicalRestorer(str(name))
-    if name is not None and "@" in str(name) and not Path(name).exists():
-        name, _, count = str(name).rpartition("@")
-        if not count.isdigit():
-            raise ValueError(f"'{name}@{count}': the part after @ must be a number of sampling steps")
-        steps = int(count)
+    if name is not None:
+        name, steps_in_name = split_steps(name)
+        steps = steps_in_name or steps
     return Restorer(name, device=device, tile=tile, steps=steps, seed=seed, sd=sd)
+
+
+def split_steps(name: str | Path) -> tuple[str | Path, int | None]:
+    """``"deblurdiff-small@5"`` -> ``("deblurdiff-small", 5)``: a diffusion model with its number of sampling
+    steps (one benchmark row per step count); any other name (or an existing file) -> ``(name, None)``."""
+    if "@" not in str(name) or Path(name).exists():
+        return name, None
+    base, _, count = str(name).rpartition("@")
+    if not count.isdigit():
+        raise ValueError(f"'{name}': the part after @ must be a number of sampling steps")
+    return base, int(count)

@@ -10,16 +10,11 @@ from PIL import Image, ImageDraw
 
 from unblur.atomic import atomic_write
 from unblur.bench.runner import SSIM_VARIANT
+from unblur.data.synthetic import centre_crop
 from unblur.demo import comparison
 from unblur.io import read_image, write_image
 
 COLOURS = [(120, 120, 120), (220, 120, 40), (60, 140, 220), (40, 170, 90), (170, 60, 170), (200, 60, 60)]
-
-
-def _crop(rgb: np.ndarray, size: int = 256) -> np.ndarray:
-    """The central size x size window (the whole image if smaller)."""
-    h, w = rgb.shape[:2]
-    return rgb[max(0, (h - size) // 2) : max(0, (h - size) // 2) + size, max(0, (w - size) // 2) : max(0, (w - size) // 2) + size]
 
 
 def crops(out: Path, pairs, models: list[str], rows: dict, which: str, index: int) -> str:
@@ -29,8 +24,8 @@ def crops(out: Path, pairs, models: list[str], rows: dict, which: str, index: in
     for model in models:
         img = read_image(out / "cache" / model / f"{pair.name}.png")[0]
         label = "blurred" if model == "identity" else model
-        tiles.append((_crop(img), f"{label} {rows[model][index]['psnr']:.2f} dB"))
-    tiles.append((_crop(read_image(pair.sharp)[0]), "sharp"))
+        tiles.append((centre_crop(img, 256), f"{label} {rows[model][index]['psnr']:.2f} dB"))
+    tiles.append((centre_crop(read_image(pair.sharp)[0], 256), "sharp"))
     name = f"crops-{which}.png"
     write_image(out / name, comparison([tiles], height=256), overwrite=True)
     return name

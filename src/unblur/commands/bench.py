@@ -34,14 +34,15 @@ def run(args) -> int:
     from unblur.bench.report import write_report
     from unblur.bench.runner import run_model
     from unblur.data.paired import find_pairs
+    from unblur.restore import split_steps
     from unblur.zoo import CLASSICAL, MODELS
 
     models = ["identity"] + [m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "identity"]
-    unknown = [
-        m
-        for m in models
-        if m.rpartition("@")[0] not in MODELS and m not in MODELS and m not in CLASSICAL and not m.endswith(".safetensors")
-    ]
+    try:
+        bases = {m: split_steps(m)[0] for m in models}  # NAME@N: NAME with N sampling steps
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    unknown = [m for m, b in bases.items() if b not in MODELS and b not in CLASSICAL and not str(b).endswith(".safetensors")]
     if unknown:
         raise UsageError(f"unknown model(s): {', '.join(unknown)} (see `unblur models`)")
     data = Path(args.data)

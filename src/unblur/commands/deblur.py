@@ -75,7 +75,7 @@ def run(args) -> int:
         raise UsageError(str(err)) from None
     if restorer.needs_kernel:
         raise UsageError(f"{args.model} is non-blind (it needs the true kernel): use it in `unblur bench` on a set with kernels")
-    if (args.samples > 1 or args.save_kernels) and not getattr(restorer, "generative", False):
+    if (args.samples > 1 or args.save_kernels) and not restorer.generative:
         raise UsageError("--samples and --save-kernels are for diffusion models (e.g. --model deblurdiff-small)")
     outdir.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[Path, str]] = []
@@ -94,7 +94,7 @@ def run(args) -> int:
             continue
         try:
             rgb, info = read_image(path, max_pixels=int(args.max_megapixels * 1e6))
-            if getattr(restorer, "generative", False):
+            if restorer.generative:
                 write_samples(restorer, rgb, info, targets, args)
             else:
                 write_image(target, restorer.restore(rgb), info, overwrite=args.overwrite)

@@ -31,6 +31,7 @@ def run(args) -> int:
     import torch
 
     from unblur.io import ImageError, read_image, write_image
+    from unblur.restore import image_tensor, tensor_image
     from unblur.train.loop import pick_device
     from unblur.zoo import load_model
 
@@ -50,11 +51,11 @@ def run(args) -> int:
         raise UsageError(str(err)) from None
     if not hasattr(model, "transfer"):
         raise UsageError(f"{args.model} cannot transfer blur (it does not separate structure from blur): use bd-diff-small")
-    a, b = (torch.from_numpy(rgb.transpose(2, 0, 1).copy())[None].to(device) for rgb, _ in images)
+    a, b = (image_tensor(rgb).to(device) for rgb, _ in images)
     generator = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         result = model.transfer(a, b, steps=args.steps or model.val_steps, generator=generator, tile=args.tile)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_image(out, result[0].float().cpu().permute(1, 2, 0).numpy(), images[0][1], overwrite=args.overwrite)
+    write_image(out, tensor_image(result), images[0][1], overwrite=args.overwrite)
     print(f"{args.structure} with the blur of {args.blur} -> {out}")
     return 0

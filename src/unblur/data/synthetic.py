@@ -89,6 +89,19 @@ def _render_kernels(spec, windows: list, rngs: list, m: int, noise: torch.Genera
     return (*pair, spec.partial_exposures(sharp, [d["path"] for d in draws], fractions, padding="valid"))
 
 
+def _random_window(images: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+    """A size x size window at a random place of a random one of ``images`` (reflected up to size if smaller)."""
+    img = _pad_to(images[int(rng.integers(len(images)))], size)
+    y, x = int(rng.integers(img.shape[0] - size + 1)), int(rng.integers(img.shape[1] - size + 1))
+    return img[y : y + size, x : x + size]
+
+
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size window of an (H, W, ...) array (a side shorter than size stays whole)."""
+    y, x = max(0, (img.shape[0] - size) // 2), max(0, (img.shape[1] - size) // 2)
+    return img[y : y + size, x : x + size]
+
+
 def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
     """A photo smaller than size x size, reflected up to it at the bottom/right (others as they are)."""
     h, w = img.shape[:2]
@@ -143,10 +156,7 @@ class SyntheticPairs(torch.utils.data.Dataset):
         size = self.crop + 2 * self.margin
         best, best_detail = None, -1.0
         for _ in range(10):
-            img = _pad_to(self.images[int(rng.integers(len(self.images)))], size)
-            h, w = img.shape[:2]
-            y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-            crop = img[y : y + size, x : x + size]
+            crop = _random_window(self.images, size, rng)
             detail = _detail(crop)
             if detail > best_detail:
                 best, best_detail = crop, detail
@@ -183,15 +193,27 @@ class UnpairedCrops(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 10**9
 
-    def _crop(self, rng: np.random.Generator) -> np.ndarray:
-        img = _pad_to(self.images[int(rng.integers(len(self.images)))], self.crop)
-        y, x = int(rng.integers(img.shape[0] - self.crop + 1)), int(rng.integers(img.shape[1] - self.crop + 1))
-        return img[y : y + self.crop, x : x + self.crop]
-
     def __getitem__(self, step: int) -> torch.Tensor:
         rngs = [np.random.default_rng([self.seed, int(step), self.offset + i, 1]) for i in range(self.batch)]
-        crops = np.stack([self._crop(rng) for rng in rngs])
+        crops = np.stack([_random_window(self.images, self.crop, rng) for rng in rngs])
         return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
+
+
+class PairsWithTarget(torch.utils.data.Dataset):
+    """Step ``s``'s pairs as a dict ``{"blurred", "sharp", ...}`` plus ``"target"``: the same step's crops of
+    the unpaired target domain (:class:`UnpairedCrops`), so they travel through the data loader like
+    any other extra and reach the method's ``forward(..., target=)`` by name."""
+
+    def __init__(self, pairs: torch.utils.data.Dataset, target: UnpairedCrops):
+        self.pairs, self.target = pairs, target
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, step: int) -> dict:
+        batch = self.pairs[step]
+        batch = batch if isinstance(batch, dict) else {"blurred": batch[0], "sharp": batch[1]}
+        return {**batch, "target": self.target[step]}
 
 
 def fixed_pairs(
@@ -208,9 +230,7 @@ def fixed_pairs(
     size = crop + 2 * m
     windows = []
     for img in images:
-        img = _pad_to(img, size)
-        y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
-        windows.append(img[y : y + size, x : x + size])
+        windows.append(centre_crop(_pad_to(img, size), size))
     rngs = [np.random.default_rng([seed, i]) for i in range(len(windows))]
     if len(specs) > 1 or not hasattr(specs[0], "render"):
         return _stack([_simulate(specs[i % len(specs)], win, rng, m) for i, (win, rng) in enumerate(zip(windows, rngs))])
@@ -225,6 +245,5 @@ def blurred_photos(folder: str | Path, preset: str, seed: int = 0, crop: int = 0
     for i, path in enumerate(list_images([folder])[:limit]):
         blurred, sharp, _ = spec.make(read_image(path)[0], np.random.default_rng([seed, i]))
         if crop:
-            y, x = max(0, (sharp.shape[0] - crop) // 2), max(0, (sharp.shape[1] - crop) // 2)
-            blurred, sharp = blurred[y : y + crop, x : x + crop], sharp[y : y + crop, x : x + crop]
+            blurred, sharp = centre_crop(blurred, crop), centre_crop(sharp, crop)
         yield path.stem, blurred, sharp

@@ -146,18 +146,6 @@ class BlurDecoupler(nn.Module):
         return torch.cat([structure, blur], dim=1)
 
 
-def fitting_vae(path: str, latent_channels: int, widths):
-    """The frozen VAE of a VAE-stage model file, checked against the sizes the config asks for: the
-    rebuilt model (config only, no file) must have the same VAE for the state dict to load."""
-    from unblur.methods.small_sd import load_trained_vae
-
-    vae = load_trained_vae(path)
-    found = (vae.config.latent_channels, list(vae.config.block_out_channels))
-    if found != (latent_channels, list(widths)):
-        raise ValueError(f"{path}: its VAE has (latent_channels, widths) {found}, not {(latent_channels, list(widths))}")
-    return vae
-
-
 class BDDiff(LatentMethod):
     """BD-Diff on our small latent diffusion model (``arch: bd-diff-small``): the generator renders a latent
     from (structure tokens, blur tokens) through the UNet's cross-attention; the decoupler reads latents.
@@ -193,11 +181,11 @@ class BDDiff(LatentMethod):
         latent_scale: float | None = None,
         vae: str | None = None,
     ):
-        from unblur.methods.small_sd import build_small_sd
+        from unblur.methods.small_sd import build_small_sd, load_trained_vae
 
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-        trained_vae = fitting_vae(vae, latent_channels, vae_widths) if vae else None
+        trained_vae = load_trained_vae(vae, latent_channels, vae_widths) if vae else None
         # diffusers calls the number of attention heads attention_head_dim
         sd = build_small_sd(latent_channels, vae_widths, unet_widths, token_width, unet_heads, prediction_type, vae=trained_vae)
         super().__init__(sd, latent_scale)

@@ -99,13 +99,7 @@ class DeblurDiff(LatentMethod):
         pixels; ``return_kernels`` adds the kernels (see :meth:`sample`)."""
         if image_loss is not None:
             return self.loss(x, sharp)
-        h, w = x.shape[-2:]
-        padded, _ = pad_to_multiple(x, self.multiple)
-        out = self.sample(padded, steps or self.val_steps, torch.Generator().manual_seed(seed), tile, return_kernels)
-        if not return_kernels:
-            return out[..., :h, :w]
-        image, kernels = out
-        return image[..., :h, :w], kernels[..., : -(-h // self.factor), : -(-w // self.factor)]
+        return self.sample(x, steps or self.val_steps, torch.Generator().manual_seed(seed), tile, return_kernels)
 
     @torch.no_grad()
     def sample(
@@ -116,24 +110,25 @@ class DeblurDiff(LatentMethod):
         tile: int = 0,
         return_kernels: bool = False,
     ):
-        """Deblur (B, 3, H, W) in [0, 1] (H, W multiples of :attr:`multiple`) with ``steps`` DDIM steps; the same
-        generator seed gives the same image. ``tile`` > 0 (B = 1): VAE and UNet on overlapping tiles
-        (:meth:`render`). ``return_kernels``: also the kernels the LKPN predicts for the result
-        (z_t = the final latent, t = 0), (B, C*k*k, H/f, W/f).
+        """Deblur (B, 3, H, W) in [0, 1], any size (padded to :attr:`multiple`, cropped back) with ``steps`` DDIM
+        steps; the same generator seed gives the same image. ``tile`` > 0 (B = 1): VAE and UNet on
+        overlapping tiles (:meth:`render`). ``return_kernels``: also the kernels the LKPN predicts for the
+        result (z_t = the final latent, t = 0), (B, C*k*k, ceil(H/f), ceil(W/f)).
         """
-        c = self.unet.config.in_channels
-        z_blur = self.encode(blurred, tile)
+        c, (h, w) = self.unet.config.in_channels, blurred.shape[-2:]
+        x, _ = pad_to_multiple(blurred, self.multiple)
+        z_blur = self.encode(x, tile)
 
         def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # u: cat(z_t, z_blur)
             return self.denoise(u[:, :c], t.expand(len(u)), u[:, c:])[0]
 
         z = self.render(z_blur, predict, steps, generator, tile)
-        image = adain_colour_fix(self.decode(z, tile), blurred).clamp(0, 1)
+        image = adain_colour_fix(self.decode(z, tile)[..., :h, :w], blurred).clamp(0, 1)
         if not return_kernels:
             return image
         t0 = torch.zeros(1, dtype=torch.long, device=z.device)
         kernels = self.over_latent(lambda u: self.lkpn(u[:, c:], u[:, :c], t0.expand(len(u))), torch.cat([z, z_blur], 1), tile)
-        return image, kernels
+        return image, kernels[..., : -(-h // self.factor), : -(-w // self.factor)]
 
 
 def kernel_map(kernels: torch.Tensor, k: int) -> np.ndarray:
@@ -198,7 +193,7 @@ class DeblurDiffSmall(DeblurDiff):
             unet_widths,
             cross_attention_dim,
             prediction_type=prediction_type,
-            vae=load_trained_vae(vae) if vae else None,
+            vae=load_trained_vae(vae, latent_channels, vae_widths) if vae else None,
         )
         super().__init__(sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale)
         self.unet.requires_grad_(train_unet)
@@ -230,8 +225,13 @@ class DeblurDiffSD(DeblurDiff):
         from unblur.methods.sd_loading import load_sd
 
         super().__init__(load_sd(sd), kernel_size, lkpn_width, latent_weight, val_steps)
-        self.config = {"sd": str(sd), "kernel_size": kernel_size, "lkpn_width": lkpn_width, "latent_weight": latent_weight}
-        self.config["val_steps"] = val_steps
+        self.config = {
+            "sd": str(sd),
+            "kernel_size": kernel_size,
+            "lkpn_width": lkpn_width,
+            "latent_weight": latent_weight,
+            "val_steps": val_steps,
+        }
 
     FROZEN = ("unet.", "vae.")
 

@@ -103,14 +103,20 @@ def build_small_sd(
     return LatentDiffusion(unet, vae, scheduler, float(vae.config.scaling_factor))
 
 
-def load_trained_vae(path: str):
-    """The ``AutoencoderKL`` of a model file written by the VAE stage (``arch: small-vae``), frozen, in eval mode."""
+def load_trained_vae(path: str, latent_channels: int | None = None, widths=None):
+    """The ``AutoencoderKL`` of a model file written by the VAE stage (``arch: small-vae``), frozen, in eval
+    mode; when sizes are given, checked against them: a method rebuilt from its config alone (no file)
+    must have the same VAE for its state dict to load."""
     from unblur.train.checkpoint import load_model_file
 
     model, meta = load_model_file(path)
     if meta["arch"] != "small-vae":
         raise ValueError(f"{path}: expected a small-vae model file (the VAE stage), got arch '{meta['arch']}'")
-    return model.vae.requires_grad_(False).eval()
+    vae = model.vae.requires_grad_(False).eval()
+    found = (vae.config.latent_channels, list(vae.config.block_out_channels))
+    if latent_channels is not None and found != (latent_channels, list(widths)):
+        raise ValueError(f"{path}: its VAE has (latent_channels, widths) {found}, not {(latent_channels, list(widths))}")
+    return vae
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from unblur import nn as backbones
 from unblur.atomic import atomic_write
-from unblur.data.synthetic import SyntheticPairs, UnpairedCrops, fixed_pairs, load_folder
+from unblur.data.synthetic import PairsWithTarget, SyntheticPairs, UnpairedCrops, fixed_pairs, load_folder
 from unblur.metrics import psnr_tensor, ssim
 from unblur.train.checkpoint import (
     latest_checkpoint,
@@ -240,13 +240,9 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         offset=rank * dc["batch"],
         exposure_fractions=getattr(model, "exposure_fractions", None),
     )
-    # BD-Diff: every step also gets crops of the unpaired blurred images of a target domain (plain crops: cheap
-    # enough to make in this process, and the pairs' loader stays as it is)
-    target_set = (
-        UnpairedCrops(load_folder(dc["target"]), dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
-        if dc.get("target")
-        else None
-    )
+    if dc.get("target"):  # BD-Diff: every step also gets crops of the unpaired blurred images of a target domain
+        target = UnpairedCrops(load_folder(dc["target"]), dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
+        train_set = PairsWithTarget(train_set, target)
     val_images = load_folder(dc["val"])[: dc["val_images"]] if dc.get("val") and main else []
     val_blur, val_sharp = fixed_pairs(val_images, dc["val_crop"], seed=1234, preset=dc["preset"]) if val_images else (None, None)
     last = min(oc["steps"], stop_at or oc["steps"])
@@ -272,8 +268,6 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         batch = batch if isinstance(batch, dict) else {"blurred": batch[0], "sharp": batch[1]}
         extra = {k: t.to(device, non_blocking=True) for k, t in batch.items()}
         blurred, sharp = extra.pop("blurred"), extra.pop("sharp")
-        if target_set is not None:
-            extra["target"] = target_set[step + dc["step_offset"]].to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             if computes_loss:
                 loss = net(blurred, sharp, image_loss=image_loss, **extra)
