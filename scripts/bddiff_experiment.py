@@ -7,6 +7,9 @@ sharp images score both models afterwards, on centre crops, with `unblur bench`.
 
     python scripts/bddiff_experiment.py [--steps 1000] [--crop 256]
 
+The arms can train in parallel (``--arms task1-only`` and ``--arms three-tasks`` in two processes);
+the report is written when every arm has finished (a last run with all arms, which trains nothing).
+
 Needs the trained VAE (runs/vae-small, see src/unblur/configs/bddiff/small.yaml). Resumable: a
 finished arm is not trained again, finished images are not scored again. Writes the report to
 docs/bddiff/ (--out) and each arm's model file next to its run.
@@ -41,7 +44,8 @@ def centre_crops(src: Path, dst: Path, size: int) -> Path:
             if not out.exists():
                 out.parent.mkdir(parents=True, exist_ok=True)
                 rgb, info = read_image(path)
-                write_image(out, np.ascontiguousarray(centre_crop(rgb, size)), info)
+                # overwrite: a parallel arm may have written the same crop meanwhile (atomic, identical)
+                write_image(out, np.ascontiguousarray(centre_crop(rgb, size)), info, overwrite=True)
     return dst
 
 
@@ -54,6 +58,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/bddiff", help="report folder (run from the repository root)")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps of each arm (default: the config's)")
     ap.add_argument("--crop", type=int, default=256, help="side of the centre crops that are scored")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"which arms to train (of {','.join(ARMS)})")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", action="append", default=[], help="override for both arms, e.g. data.batch=4")
     args = ap.parse_args()
@@ -64,8 +69,12 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "unblur", *cmd], check=True)
     crops = centre_crops(target, runs / f"target-crops-{args.crop}", args.crop)
 
+    arms = args.arms.split(",")
+    if unknown := set(arms) - set(ARMS):
+        ap.error(f"unknown arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
     models = []
-    for arm, overrides in ARMS.items():
+    for arm in arms:
+        overrides = ARMS[arm]
         extra = [f"data.target={target / 'blur'}", f"train.device={args.device}", *overrides, *args.set]
         cfg = load_config(args.config, extra + ([f"optim.steps={args.steps}"] if args.steps else []))
         run = runs / arm
@@ -76,6 +85,8 @@ def main() -> None:
         model = runs / f"{arm}.safetensors"  # the report names each row by its file
         shutil.copyfile(last, model)
         models.append(str(model))
+    if set(arms) != set(ARMS):
+        return  # the report compares every arm
 
     bench = ["bench", "--data", str(crops), "--models", ",".join(models), "--out", args.out, "--device", args.device, "-q"]
     subprocess.run([sys.executable, "-m", "unblur", *bench], check=True)

@@ -1,4 +1,5 @@
-"""BD-Diff's extractors: token shapes for any size, determinism, and that the two streams differ."""
+"""BD-Diff: the extractors (token shapes for any size, the structure map, determinism), the generator and
+its three tasks, sampling and transfer, training through the engine."""
 
 import importlib.util
 
@@ -11,15 +12,17 @@ from unblur.methods.bddiff import BlurDecoupler, sincos_2d
 TINY = {"in_channels": 4, "width": 16, "patch": 2, "structure_queries": 6, "blur_queries": 3, "layers": 1, "heads": 2}
 
 
-@pytest.mark.parametrize("size", [(8, 8), (13, 21), (2, 2)])
-def test_token_shapes_do_not_depend_on_the_image_size(size):
+@pytest.mark.parametrize("size", [(8, 8), (14, 22), (2, 2)])
+def test_token_shapes_do_not_depend_on_the_image_size_and_the_map_has_the_inputs(size):
     net = BlurDecoupler(**TINY).eval()
     x = torch.randn(2, 4, *size)
     with torch.no_grad():
-        s, b = net.both(x)
-        assert torch.allclose(s, net.structure(x), atol=1e-6) and torch.allclose(b, net.blur(x), atol=1e-6)
-    assert s.shape == (2, 6, 16) and b.shape == (2, 3, 16)
+        m, s, b = net.read(x)
+        assert torch.allclose(b, net.blur(x), atol=1e-6)
+    assert m.shape == x.shape and s.shape == (2, 6, 16) and b.shape == (2, 3, 16)
     assert net.sharp_blur(2).shape == b.shape and net.condition(s, b).shape == (2, 9, 16)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        net.read(torch.randn(1, 4, 9, 8))
 
 
 def test_same_seed_same_network_and_tokens():
@@ -29,7 +32,7 @@ def test_same_seed_same_network_and_tokens():
         torch.manual_seed(4)
         net = BlurDecoupler(**TINY).eval()
         with torch.no_grad():
-            outs.append(net.both(x))
+            outs.append(net.read(x))
     assert all(torch.equal(a, b) for a, b in zip(outs[0], outs[1]))
     assert BlurDecoupler(**BlurDecoupler(**TINY).config).config == TINY
 
@@ -38,9 +41,12 @@ def test_the_tokens_read_the_image():
     """Different images give different tokens, and a gradient reaches the encoder from either stream."""
     net = BlurDecoupler(**TINY)
     a, b = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
-    assert not torch.allclose(net.structure(a), net.structure(b))
+    assert not torch.allclose(net.read(a).structure, net.read(b).structure)
     net.blur(a).sum().backward()
     assert net.encoder.patch.weight.grad.abs().sum() > 0 and net.structure_former.queries.grad is None
+    net.zero_grad()
+    net.read(a).structure_map.sum().backward()  # the map is made from the shared features
+    assert net.encoder.patch.weight.grad.abs().sum() > 0 and net.blur_former.queries.grad is None
 
 
 def test_position_codes_are_distinct_per_place():
@@ -134,16 +140,17 @@ def test_the_tasks_are_summed_with_their_weights_and_target_is_optional():
     assert torch.equal(a, net(blurred, sharp, image_loss=object(), target=target))
 
 
-def test_the_unet_reads_the_tokens_through_cross_attention():
+def test_the_unet_reads_the_structure_map_and_the_tokens():
     net = bd_model().eval()
-    z = net.encode(bd_batch()[0])
-    s, b = net.decoupler.both(z)
-    assert z.shape == (2, 4, 8, 8) and s.shape == (2, 8, 32) and b.shape == (2, 4, 32)
-    t = torch.tensor([400, 400])
+    d, z = net.decoupler, net.encode(bd_batch()[0])
+    m, s, b = d.read(z)
+    assert z.shape == m.shape == (2, 4, 8, 8) and s.shape == (2, 8, 32) and b.shape == (2, 4, 32)
+    t, z_t = torch.tensor([400, 400]), torch.randn_like(z)
     with torch.no_grad():
-        sharp_ctx = net.unet(z, t, net.decoupler.condition(s, net.decoupler.sharp_blur(2))).sample
-        blur_ctx = net.unet(z, t, net.decoupler.condition(s, b)).sample
-    assert not torch.allclose(sharp_ctx, blur_ctx)
+        sharp_ctx = net.generate(z_t, t, m, d.condition(s, d.sharp_blur(2)))
+        assert sharp_ctx.shape == z.shape
+        assert not torch.allclose(sharp_ctx, net.generate(z_t, t, m, d.condition(s, b)))  # the blur tokens
+        assert not torch.allclose(sharp_ctx, net.generate(z_t, t, m.flip(0), d.condition(s, d.sharp_blur(2))))  # the map
 
 
 def test_transfer_renders_at_the_structure_images_size():

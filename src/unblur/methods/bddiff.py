@@ -7,19 +7,26 @@ image size the condition is a fixed number of tokens. A learned set of "sharp" b
 the generator for a sharp result. The authors released no code; every choice the paper leaves
 open is written down in ``docs/methods/bd-diff.md``.
 
-Shapes: images or latents (B, C, H, W) -> feature tokens (B, N, width) -> query tokens
-(B, queries, width). The generator's cross-attention takes ``condition(structure, blur)``,
-(B, structure_queries + blur_queries, width).
+Structure also has a spatial form here (our choice, see the design notes): the shared encoder's
+features, read by a small head back to the latent's size, a *structure map* that the generator takes
+beside its noisy latent, as the adapters of diffusion deblurring models provide their structural
+condition. The blur pattern stays tokens only.
+
+Shapes: latents (B, C, h, w) -> feature map (B, width, h/p, w/p) -> feature tokens (B, N, width) ->
+query tokens (B, queries, width); structure map (B, C, h, w). The generator's cross-attention
+takes ``condition(structure, blur)``, (B, structure_queries + blur_queries, width).
 
 :class:`BDDiff` is the whole method (``arch: bd-diff-small``): a small latent diffusion model
-(:func:`unblur.methods.small_sd.build_small_sd`, the VAE frozen) whose UNet reads those tokens
-through cross-attention, trained on three tasks at once: deblurring, blur transfer (supervised on
-synthetic pairs, unsupervised with unpaired blurred images of a target domain) and reconstruction.
+(:func:`unblur.methods.small_sd.build_small_sd`, the VAE frozen) whose UNet reads the structure map
+at its input and the tokens through cross-attention, trained on three tasks at once: deblurring,
+blur transfer (supervised on synthetic pairs, unsupervised with unpaired blurred images of a target
+domain) and reconstruction.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +49,9 @@ def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
 
 
 class FeatureEncoder(nn.Module):
-    """(B, C, H, W) -> (B, H/p * W/p, width) feature tokens: a patch embedding, a few conv blocks, position codes.
-    One encoder is shared by both Q-Formers (our choice: the two extractors differ only in what they ask)."""
+    """(B, C, H, W) -> feature map (B, width, H/p, W/p): a patch embedding and a few conv blocks.
+    One encoder is shared by both Q-Formers and the structure map (our choice: the extractors differ
+    only in what they ask)."""
 
     def __init__(self, in_channels: int = 4, width: int = 128, patch: int = 2, blocks: int = 2):
         super().__init__()
@@ -55,9 +63,13 @@ class FeatureEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.patch(x)
-        y = y + self.blocks(y)
-        c, h, w = y.shape[1:]
-        return y.flatten(2).transpose(1, 2) + sincos_2d(h, w, c, y.device).to(y.dtype)
+        return y + self.blocks(y)
+
+
+def as_tokens(features: torch.Tensor) -> torch.Tensor:
+    """Feature map (B, width, h, w) -> (B, h * w, width) tokens with their 2-D position codes."""
+    c, h, w = features.shape[1:]
+    return features.flatten(2).transpose(1, 2) + sincos_2d(h, w, c, features.device).to(features.dtype)
 
 
 class QFormerLayer(nn.Module):
@@ -94,12 +106,20 @@ class QFormer(nn.Module):
         return self.norm(q)
 
 
-class BlurDecoupler(nn.Module):
-    """The two extractors and the "sharp" blur tokens.
+class Reading(NamedTuple):
+    """What the decoupler reads in a latent (B, C, h, w)."""
 
-    ``structure(x)``: (B, structure_queries, width); ``blur(x)``: (B, blur_queries, width);
-    ``sharp_blur(B)``: the learned tokens that mean "no blur"; ``condition(s, b)``: their
-    concatenation, the generator's cross-attention context.
+    structure_map: torch.Tensor  # (B, C, h, w): the spatial structure, the generator's input beside z_t
+    structure: torch.Tensor  # (B, structure_queries, width)
+    blur: torch.Tensor  # (B, blur_queries, width)
+
+
+class BlurDecoupler(nn.Module):
+    """The two extractors, the structure map and the "sharp" blur tokens.
+
+    ``read(x)``: a :class:`Reading` of x (B, C, h, w), h and w multiples of ``patch``; ``blur(x)``: the
+    blur tokens only; ``sharp_blur(B)``: the learned tokens that mean "no blur"; ``condition(s, b)``:
+    structure and blur tokens concatenated, the generator's cross-attention context.
     """
 
     def __init__(
@@ -125,18 +145,21 @@ class BlurDecoupler(nn.Module):
         self.encoder = FeatureEncoder(in_channels, width, patch)
         self.structure_former = QFormer(structure_queries, width, layers, heads)
         self.blur_former = QFormer(blur_queries, width, layers, heads)
+        # the structure map: the shared features back at the input's size (a conv, then pixel shuffle)
+        self.structure_head = nn.Sequential(nn.Conv2d(width, in_channels * patch**2, 3, padding=1), nn.PixelShuffle(patch))
         self.sharp_tokens = nn.Parameter(torch.randn(1, blur_queries, width) * 0.02)
+        self.patch = patch
 
-    def structure(self, x: torch.Tensor) -> torch.Tensor:
-        return self.structure_former(self.encoder(x))
+    def read(self, x: torch.Tensor) -> Reading:
+        """Structure map, structure tokens and blur tokens of x, encoding it once."""
+        if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
+            raise ValueError(f"the decoupler reads sides that are multiples of {self.patch}, got {tuple(x.shape[-2:])}")
+        features = self.encoder(x)
+        tokens = as_tokens(features)
+        return Reading(self.structure_head(features), self.structure_former(tokens), self.blur_former(tokens))
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blur_former(self.encoder(x))
-
-    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Structure and blur tokens of the same image, encoding it once."""
-        feats = self.encoder(x)
-        return self.structure_former(feats), self.blur_former(feats)
+        return self.blur_former(as_tokens(self.encoder(x)))
 
     def sharp_blur(self, batch: int) -> torch.Tensor:
         return self.sharp_tokens.expand(batch, -1, -1)
@@ -148,7 +171,8 @@ class BlurDecoupler(nn.Module):
 
 class BDDiff(LatentMethod):
     """BD-Diff on our small latent diffusion model (``arch: bd-diff-small``): the generator renders a latent
-    from (structure tokens, blur tokens) through the UNet's cross-attention; the decoupler reads latents.
+    from a :class:`Reading`'s structure (the map at the UNet's input, the tokens in its cross-attention)
+    and a set of blur tokens; the decoupler reads latents.
 
     Trained: the UNet and the :class:`BlurDecoupler`. Frozen: the VAE, which comes trained from its own
     stage (``vae``: the path of that stage's model file, read at construction only; the weights then
@@ -187,7 +211,9 @@ class BDDiff(LatentMethod):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
         trained_vae = load_trained_vae(vae, latent_channels, vae_widths) if vae else None
         # diffusers calls the number of attention heads attention_head_dim
-        sd = build_small_sd(latent_channels, vae_widths, unet_widths, token_width, unet_heads, prediction_type, vae=trained_vae)
+        sd = build_small_sd(
+            latent_channels, vae_widths, unet_widths, token_width, unet_heads, prediction_type, trained_vae, latent_channels
+        )
         super().__init__(sd, latent_scale)
         self.decoupler = BlurDecoupler(
             latent_channels, token_width, patch, structure_queries, blur_queries, qformer_layers, qformer_heads
@@ -221,24 +247,32 @@ class BDDiff(LatentMethod):
             "latent_scale": latent_scale,
         }
 
+    def generate(self, z_t: torch.Tensor, t: torch.Tensor, structure_map: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction (noise or v) for z_t (B, C, h, w) at timesteps t (B,), given the structure map
+        (B, C, h, w) and the cross-attention context (B, tokens, token_width)."""
+        return self.unet(torch.cat([z_t, structure_map], 1), t, context).sample
+
     # -- training -----------------------------------------------------------------------------
     def diffusion_losses(self, tasks: dict, generator: torch.Generator | None = None) -> dict:
         """Diffusion losses of several tasks in one UNet evaluation. ``tasks``: name -> (clean latent
-        (B_k, C, h, w), context (B_k, tokens, token_width)); returns name -> MSE(prediction, target)."""
-        z0 = torch.cat([z for z, _ in tasks.values()])
+        (B_k, C, h, w), structure map (B_k, C, h, w), context (B_k, tokens, token_width)); returns
+        name -> MSE(prediction, target)."""
+        z0, maps, contexts = (torch.cat(parts) for parts in zip(*tasks.values()))
         z_t, noise, t = self.noisy(z0, generator=generator)
-        pred = self.unet(z_t, t, torch.cat([c for _, c in tasks.values()])).sample
+        pred = self.generate(z_t, t, maps, contexts)
         err = F.mse_loss(pred.float(), self.prediction_target(z0, noise, t).float(), reduction="none").mean((1, 2, 3))
-        return {name: e.mean() for name, e in zip(tasks, err.split([len(z) for z, _ in tasks.values()]))}
+        return {name: e.mean() for name, e in zip(tasks, err.split([len(z) for z, _, _ in tasks.values()]))}
 
-    def unpaired_consistency(self, z_blur, s_sharp, b_target, generator: torch.Generator | None = None) -> torch.Tensor:
+    def unpaired_consistency(self, z_blur, source: Reading, b_target, generator: torch.Generator | None = None) -> torch.Tensor:
         """Task 2 without pairs: render the source's structure with the target's blur tokens in one step
         (x̂0 from the noisy synthetic blurred latent at t < ``consistency_t_max``) and ask the decoupler to
-        find the target's blur and the source's structure in it (the references get no gradient)."""
+        find the target's blur and the source's structure (map and tokens) in it; the references get
+        no gradient."""
         z_t, _, t = self.noisy(z_blur, self.consistency_t_max, generator)
-        pred = self.unet(z_t, t, self.decoupler.condition(s_sharp, b_target)).sample
-        s_hat, b_hat = self.decoupler.both(self.predicted_x0(z_t, pred, t))
-        return F.mse_loss(b_hat.float(), b_target.detach().float()) + F.mse_loss(s_hat.float(), s_sharp.detach().float())
+        pred = self.generate(z_t, t, source.structure_map, self.decoupler.condition(source.structure, b_target))
+        found = self.decoupler.read(self.predicted_x0(z_t, pred, t))
+        pairs = ((found.blur, b_target), (found.structure, source.structure), (found.structure_map, source.structure_map))
+        return sum(F.mse_loss(a.float(), b.detach().float()) for a, b in pairs)
 
     def loss(
         self,
@@ -249,6 +283,7 @@ class BDDiff(LatentMethod):
     ) -> torch.Tensor:
         """The three tasks' weighted loss on synthetic pairs (B, 3, H, W) in [0, 1] and, optionally, unpaired
         blurred images ``target`` (B_t, 3, H, W) of the target domain. Tasks with weight 0 are skipped.
+        "structure(z)" below is z's structure map and tokens.
 
         1. deblur: structure(z_blur) + sharp tokens -> z_sharp;
         2. transfer: structure(z_sharp) + blur(z_blur) -> z_blur (supervised: the synthesizer made z_blur),
@@ -256,29 +291,28 @@ class BDDiff(LatentMethod):
         3. recon: structure(z) + blur(z) -> z for the blurred images (and the target's).
         ``last_losses`` keeps every term as a float.
         """
-        w, cond = self.weights, self.decoupler.condition
+        w, d = self.weights, self.decoupler
         z_blur, z_sharp = self.encode(blurred), self.encode(sharp)
         uses_target = target is not None and (w["recon"] or (w["transfer"] and self.w_consistency))
         z_target = self.encode(target) if uses_target else None
-        s_blur, b_blur = self.decoupler.both(z_blur)
-        if z_target is not None:
-            s_target, b_target = self.decoupler.both(z_target)
+        r_blur, r_target = d.read(z_blur), (d.read(z_target) if uses_target else None)
         tasks = {}
         if w["deblur"]:
-            tasks["deblur"] = (z_sharp, cond(s_blur, self.decoupler.sharp_blur(len(z_blur))))
+            tasks["deblur"] = (z_sharp, r_blur.structure_map, d.condition(r_blur.structure, d.sharp_blur(len(z_blur))))
         if w["transfer"]:
-            s_sharp = self.decoupler.structure(z_sharp)
-            tasks["transfer"] = (z_blur, cond(s_sharp, b_blur))
+            r_sharp = d.read(z_sharp)
+            tasks["transfer"] = (z_blur, r_sharp.structure_map, d.condition(r_sharp.structure, r_blur.blur))
         if w["recon"]:
-            z, ctx = z_blur, cond(s_blur, b_blur)
+            z, maps, ctx = z_blur, r_blur.structure_map, d.condition(r_blur.structure, r_blur.blur)
             if z_target is not None:  # the only task that shows the generator the target domain's images
-                z, ctx = torch.cat([z, z_target]), torch.cat([ctx, cond(s_target, b_target)])
-            tasks["recon"] = (z, ctx)
+                z, maps = torch.cat([z, z_target]), torch.cat([maps, r_target.structure_map])
+                ctx = torch.cat([ctx, d.condition(r_target.structure, r_target.blur)])
+            tasks["recon"] = (z, maps, ctx)
         terms = self.diffusion_losses(tasks, generator)
         total = sum(w[name] * value for name, value in terms.items())
         if z_target is not None and w["transfer"] and self.w_consistency:
-            b_cycled = b_target[torch.arange(len(z_blur)) % len(z_target)]  # target i mod B_t for source i
-            terms["consistency"] = self.unpaired_consistency(z_blur, s_sharp, b_cycled, generator)
+            b_target = r_target.blur[torch.arange(len(z_blur)) % len(z_target)]  # target i mod B_t for source i
+            terms["consistency"] = self.unpaired_consistency(z_blur, r_sharp, b_target, generator)
             total = total + w["transfer"] * self.w_consistency * terms["consistency"]
         self.last_losses = dict(zip(terms, torch.stack(list(terms.values())).detach().tolist()))
         return total
@@ -306,14 +340,15 @@ class BDDiff(LatentMethod):
         return self.sample(x, steps or self.val_steps, torch.Generator().manual_seed(seed), tile)
 
     # -- sampling -----------------------------------------------------------------------------
-    def tokens_predictor(self, context_of):
-        """The UNet's prediction for ``u = cat(z_t, z_cond)`` conditioned on the tokens ``context_of(z_cond)``,
-        as :meth:`render` asks for it (per tile when tiled: a fixed number of structure tokens describes
-        a region of about the training crop's size, not a whole photo)."""
-        c = self.unet.config.in_channels
+    def structure_predictor(self, blur_tokens):
+        """The UNet's prediction for ``u = cat(z_t, z_cond)``, as :meth:`render` asks for it, conditioned on
+        z_cond's structure (read per tile when tiled: a fixed number of structure tokens describes a
+        region of about the training crop's size, not a whole photo) and ``blur_tokens(B)``."""
+        c, d = self.unet.config.out_channels, self.decoupler
 
         def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-            return self.unet(u[:, :c], t.expand(len(u)), context_of(u[:, c:])).sample
+            r = d.read(u[:, c:])
+            return self.generate(u[:, :c], t.expand(len(u)), r.structure_map, d.condition(r.structure, blur_tokens(len(u))))
 
         return predict
 
@@ -321,12 +356,7 @@ class BDDiff(LatentMethod):
     def sample(self, blurred: torch.Tensor, steps: int = 20, generator: torch.Generator | None = None, tile: int = 0):
         """Deblur (B, 3, H, W) in [0, 1], any size: structure(blurred) + the sharp tokens. Deterministic for a generator seed."""
         x, (h, w) = pad_to_multiple(blurred, self.multiple)
-        d = self.decoupler
-
-        def context_of(z_part: torch.Tensor) -> torch.Tensor:  # its structure, and "sharp" for the blur
-            return d.condition(d.structure(z_part), d.sharp_blur(len(z_part)))
-
-        z = self.render(self.encode(x, tile), self.tokens_predictor(context_of), steps, generator, tile)
+        z = self.render(self.encode(x, tile), self.structure_predictor(self.decoupler.sharp_blur), steps, generator, tile)
         return adain_colour_fix(self.decode(z, tile)[..., :h, :w], blurred).clamp(0, 1)
 
     @torch.no_grad()
@@ -336,11 +366,7 @@ class BDDiff(LatentMethod):
         """``structure_image``'s content (B, 3, H, W) with ``blur_image``'s blur pattern ((B or 1, 3, H', W'), any
         size): (B, 3, H, W) in [0, 1], colours matched to ``structure_image``. Deterministic for a generator seed."""
         x, (h, w) = pad_to_multiple(structure_image, self.multiple)
-        d = self.decoupler
-        blur = d.blur(self.encode(pad_to_multiple(blur_image, self.multiple)[0], tile))
-
-        def context_of(z_part: torch.Tensor) -> torch.Tensor:  # its structure, and blur_image's blur
-            return d.condition(d.structure(z_part), blur.expand(len(z_part), -1, -1))
-
-        z = self.render(self.encode(x, tile), self.tokens_predictor(context_of), steps, generator, tile)
+        blur = self.decoupler.blur(self.encode(pad_to_multiple(blur_image, self.multiple)[0], tile))
+        predict = self.structure_predictor(lambda batch: blur.expand(batch, -1, -1))
+        z = self.render(self.encode(x, tile), predict, steps, generator, tile)
         return adain_colour_fix(self.decode(z, tile)[..., :h, :w], structure_image).clamp(0, 1)

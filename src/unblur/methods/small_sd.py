@@ -72,18 +72,21 @@ def build_small_sd(
     attention_head_dim: int = 8,
     prediction_type: str = "epsilon",
     vae=None,
+    condition_channels: int = 0,
 ) -> LatentDiffusion:
     """Randomly initialised UNet + DDPM scheduler (1000 steps, SD's scaled-linear betas) around ``vae``
     (a trained ``AutoencoderKL``, e.g. ``SmallVAE``'s after its stage; default: a random one).
 
     The UNet has cross-attention in every level but the first (as SD), so BD-Diff's tokens and
     DeblurDiff's empty context both fit; ``cross_attention_dim`` is the token width.
+    ``condition_channels`` > 0: the UNet's input is cat(noisy latent, a condition map of that many
+    channels) and its output the latent's channels (BD-Diff's structure map).
     """
     diffusers = require_diffusers()
     vae = vae or make_vae(latent_channels, vae_widths)
     levels = len(unet_widths)
     unet = diffusers.UNet2DConditionModel(
-        in_channels=latent_channels,
+        in_channels=latent_channels + condition_channels,
         out_channels=latent_channels,
         block_out_channels=tuple(unet_widths),
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
