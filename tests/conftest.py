@@ -130,8 +130,8 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def run_server(**limits):
-    """A real uvicorn server with the default model on a free loopback port, in a thread."""
+def run_server(models=("nafnet-small",), **limits):
+    """A real uvicorn server with ``models`` (default: the default model) on a free loopback port, in a thread."""
     import threading
     import time
 
@@ -144,7 +144,7 @@ def run_server(**limits):
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(["nafnet-small"], Limits(**settings), device="cpu"), host="127.0.0.1", port=port, log_level="warning"
+            create_app(list(models), Limits(**settings), device="cpu"), host="127.0.0.1", port=port, log_level="warning"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

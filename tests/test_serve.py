@@ -14,7 +14,7 @@ from PIL import Image
 
 def test_models_and_page(server):
     info = httpx.get(f"{server}/api/models").json()
-    assert info["default"] == "nafnet-small" and info["models"] == ["nafnet-small"]
+    assert info["default"] == "nafnet-small" and info["models"] == ["nafnet-small"] and info["generative"] == []
     page = httpx.get(f"{server}/")
     assert page.status_code == 200 and "<title>unblur</title>" in page.text
     # everything the page loads comes from this server (works offline, no CDN)
@@ -61,18 +61,47 @@ def test_busy_answers_when_the_queue_is_full(tmp_path):
         assert httpx.get(f"{url}/api/health").json() == {"ok": True, "busy": 0, "waiting": 0}
 
 
+def test_diffusion_models_take_steps_and_a_seed():
+    """The API passes steps and seed to a diffusion model (the bundled deblurdiff-small): the same seed gives the
+    same PNG, another seed another one; a deterministic model and bad numbers get a one-line 400."""
+    pytest.importorskip("diffusers")
+    from conftest import run_server
+
+    data = io.BytesIO()
+    Image.fromarray(textured(32, 48)).save(data, format="PNG")
+    with run_server(models=("nafnet-small", "deblurdiff-small")) as url:
+        assert httpx.get(f"{url}/api/models").json()["generative"] == ["deblurdiff-small"]
+
+        def post(timeout=120, **params):
+            return httpx.post(f"{url}/api/deblur", params={"name": "a.png", **params}, content=data.getvalue(), timeout=timeout)
+
+        a, b = post(model="deblurdiff-small", steps=2, seed=3), post(model="deblurdiff-small", steps=2, seed=3)
+        c = post(model="deblurdiff-small", steps=2, seed=4)
+        assert a.status_code == 200 and a.content == b.content and a.content != c.content
+        assert Image.open(io.BytesIO(a.content)).size == (48, 32)
+        for params, message in [
+            ({"model": "nafnet-small", "seed": 1}, "options of diffusion models"),
+            ({"model": "deblurdiff-small", "steps": 0}, "steps must be a whole number from 1 to 200"),
+            ({"model": "deblurdiff-small", "seed": "-1"}, "seed must be a whole number"),
+            ({"model": "deblurdiff-small", "steps": "2.5"}, "steps must be"),
+        ]:
+            r = post(**params)
+            assert r.status_code == 400 and message in r.json()["error"] and "\n" not in r.json()["error"], params
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(not CHROMIUM and not os.environ.get("UNBLUR_REQUIRE_BROWSER"), reason="Debian chromium not installed")
-def test_browser_upload_compare_download(server, tmp_path):
+def test_browser_upload_compare_download(tmp_path):
+    from conftest import run_server
     from playwright.sync_api import sync_playwright
 
     photo = tmp_path / "blurry photo.png"
     Image.fromarray(textured(90, 120)).save(photo)
     artifacts = Path(os.environ.get("UNBLUR_TEST_ARTIFACTS", "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
+    with run_server(models=("nafnet-small", "deblurdiff-small")) as server, sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
@@ -90,9 +119,26 @@ def test_browser_upload_compare_download(server, tmp_path):
         page.goto(server + "/")
         page.wait_for_selector("#model option", state="attached")
         page.set_input_files("#file", str(photo))
-        page.click("#go")
-        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
-        page.wait_for_function("document.getElementById('after').naturalWidth > 0")
+        # a diffusion model shows its steps and seed, and the page sends them
+        assert not page.is_visible("#steps")
+        page.select_option("#model", "deblurdiff-small")
+        page.fill("#steps", "2")
+        page.fill("#seed", "5")
+        with page.expect_request("**/api/deblur?*") as request:
+            page.click("#go")
+        assert "steps=2" in request.value.url and "seed=5" in request.value.url
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Done in')", timeout=60_000)
+        page.select_option("#model", "nafnet-small")
+        assert not page.is_visible("#steps")
+        first = page.get_attribute("#after", "src")
+        with page.expect_request("**/api/deblur?*") as request:
+            page.click("#go")
+        assert "steps" not in request.value.url and "seed" not in request.value.url
+        page.wait_for_function(
+            "([img, first]) => img.src !== first && img.naturalWidth > 0",
+            arg=[page.query_selector("#after"), first],
+            timeout=60_000,
+        )
         size = page.evaluate("[document.getElementById('after').naturalWidth, document.getElementById('after').naturalHeight]")
         assert size == [120, 90]
         assert "Done in" in page.inner_text("#status")

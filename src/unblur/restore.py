@@ -18,7 +18,7 @@ class Restorer:
     ``tile`` bounds memory: images larger than ``tile`` x ``tile`` are processed in
     overlapping tiles (0 = whole image at once).
 
-    Diffusion models (those with a ``sample`` method: DeblurDiff) draw their result from noise:
+    Diffusion models (those with a ``sample`` method: DeblurDiff, BD-Diff) draw their result from noise:
     ``steps`` sampling steps (None: the model's default) from seed ``seed``; they tile in latent
     space themselves, so one coherent sample covers the whole image (:meth:`sample`).
     """
@@ -77,13 +77,16 @@ class Restorer:
         return tensor_image(y)
 
     @torch.no_grad()
-    def sample(self, rgb: np.ndarray, seed: int, kernels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """A diffusion model's result for ``seed``, (H, W, 3) in [0, 1], and with ``kernels`` a picture of the
-        kernels its LKPN predicted at the last step (:func:`unblur.methods.deblurdiff.kernel_map`), the same size."""
+    def sample(
+        self, rgb: np.ndarray, seed: int, kernels: bool = False, steps: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A diffusion model's result for ``seed`` with ``steps`` sampling steps (None: the restorer's), (H, W, 3)
+        in [0, 1], and with ``kernels`` a picture of the kernels its LKPN predicted at the last step
+        (:func:`unblur.methods.deblurdiff.kernel_map`), the same size."""
         from unblur.methods.deblurdiff import kernel_map
 
         x = image_tensor(rgb).to(self.device)
-        out = self.model(x, steps=self.steps, seed=seed, tile=self.tile, return_kernels=kernels)
+        out = self.model(x, steps=steps or self.steps, seed=seed, tile=self.tile, return_kernels=kernels)
         if not kernels:
             return tensor_image(out), None
         image, k = out

@@ -40,14 +40,19 @@ def backbone_module(arch: str):
     return importlib.import_module(f"unblur.nn.{BACKBONES[arch][0]}")
 
 
-def build(arch: str, config: dict):
-    """A backbone or a method by name, from its constructor arguments."""
+def architecture(arch: str) -> type:
+    """The class of a backbone or a method, by name (nothing is built)."""
     if arch in METHODS:
         module, cls = METHODS[arch]
-        return getattr(importlib.import_module(module), cls)(**config)
+        return getattr(importlib.import_module(module), cls)
     if arch not in BACKBONES:
         raise ValueError(f"unknown architecture '{arch}' (known: {', '.join(sorted([*BACKBONES, *METHODS]))})")
-    return getattr(backbone_module(arch), BACKBONES[arch][1])(**config)
+    return getattr(backbone_module(arch), BACKBONES[arch][1])
+
+
+def build(arch: str, config: dict):
+    """A backbone or a method by name, from its constructor arguments."""
+    return architecture(arch)(**config)
 
 
 def cost(model, size: int = 256) -> tuple[float, float]:

@@ -4,8 +4,9 @@ Why Starlette: the page needs three routes and a static folder; Starlette gives
 them with no template engine and no front-end build, and uvicorn serves it.
 
 API
-- ``GET /api/models`` -> ``{"models": [...], "default": name, "limits": {...}}``
-- ``POST /api/deblur?model=NAME&name=FILE`` with the raw image bytes as the body
+- ``GET /api/models`` -> ``{"models": [...], "default": name, "generative": [...], "limits": {...}}``
+  (``generative``: the diffusion models, which take ``steps`` and ``seed``)
+- ``POST /api/deblur?model=NAME&name=FILE[&steps=N][&seed=S]`` with the raw image bytes as the body
   -> 200 ``image/png`` (same width/height, 16-bit in -> 16-bit out), or a JSON
   ``{"error": "one line"}`` with 400 (bad image / bad model), 413 (too large),
   503 + ``Retry-After`` (busy), 504 (timed out).
@@ -31,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 STATIC = Path(__file__).parent / "static"
+MAX_STEPS = 200  # sampling steps one request may ask for: the cost grows with them
 
 
 @dataclass
@@ -49,6 +51,14 @@ class Models:
         self.names, self.device, self.tile = names, device, tile
         self._loaded: dict = {}
         self._lock = threading.Lock()
+
+    def generative(self, name: str) -> bool:
+        """Whether ``name`` is a diffusion model (takes steps and a seed), from its file's metadata: nothing is loaded."""
+        from unblur.nn import architecture
+        from unblur.train.checkpoint import read_model_meta
+        from unblur.zoo import resolve
+
+        return hasattr(architecture(read_model_meta(resolve(name))["arch"]), "sample")
 
     def get(self, name: str):
         from unblur.restore import Restorer
@@ -74,6 +84,7 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
 
     limits = limits or Limits()
     pool = Models(models, device, tile)
+    generative = [name for name in models if pool.generative(name)]
     workers = asyncio.Semaphore(limits.workers)
     state = {"busy": 0, "waiting": 0}
 
@@ -85,6 +96,7 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
             {
                 "models": models,
                 "default": models[0],
+                "generative": generative,
                 "limits": {"max_upload_mb": limits.max_upload_mb, "max_megapixels": limits.max_megapixels},
             }
         )
@@ -106,9 +118,26 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def work(name: str, data: bytes, model: str) -> tuple[bytes, tuple[int, int]]:
+    def sampling_options(request: Request, model: str) -> dict | str:
+        """``steps`` and ``seed`` from the query (for diffusion models only), or a one-line error."""
+        options = {}
+        for key, low, high in (("steps", 1, MAX_STEPS), ("seed", 0, 2**31 - 1)):
+            raw = request.query_params.get(key, "")
+            if raw:
+                if not raw.isdigit() or not low <= int(raw) <= high:
+                    return f"{key} must be a whole number from {low} to {high}, got '{raw[:20]}'"
+                options[key] = int(raw)
+        if options and model not in generative:
+            return f"steps and seed are options of diffusion models; '{model}' is deterministic"
+        return options
+
+    def work(name: str, data: bytes, model: str, options: dict) -> tuple[bytes, tuple[int, int]]:
         rgb, info = decode_image(data, name, int(limits.max_megapixels * 1e6))
-        result = pool.get(model).restore(rgb)
+        restorer = pool.get(model)
+        if options:
+            result = restorer.sample(rgb, options.get("seed", restorer.seed), steps=options.get("steps"))[0]
+        else:
+            result = restorer.restore(rgb)
         return encode_png(result, info), (rgb.shape[1], rgb.shape[0])
 
     async def deblur(request: Request) -> Response:
@@ -117,6 +146,9 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
         label = name.replace("\n", " ")[:200]
         if model not in models:
             return _error(400, f"unknown model '{model[:60]}' (available: {', '.join(models)})")
+        options = sampling_options(request, model)
+        if isinstance(options, str):
+            return _error(400, options)
         data = await read_body(request)
         if data is None:
             return _error(413, f"{label}: upload larger than {limits.max_upload_mb:g} MB")
@@ -135,7 +167,7 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
         try:
             left = max(1.0, limits.timeout_s - (time.monotonic() - start))
             # The thread cannot be cancelled: on timeout the worker slot stays taken until it ends.
-            png, (w, h) = await asyncio.wait_for(asyncio.to_thread(work, label, data, model), timeout=left)
+            png, (w, h) = await asyncio.wait_for(asyncio.to_thread(work, label, data, model, options), timeout=left)
         except ImageError as err:
             return _error(400, str(err))
         except asyncio.TimeoutError:

@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 let photo = null;
 let urls = [];
+let generative = []; // diffusion models: they take steps and a seed
 
 function status(text, isError) {
   $("status").textContent = text;
@@ -26,6 +27,12 @@ async function loadModels() {
     if (name === info.default) opt.selected = true;
     $("model").appendChild(opt);
   }
+  generative = info.generative || [];
+  showOptions();
+}
+
+function showOptions() {
+  $("diffusion").hidden = !generative.includes($("model").value);
 }
 
 function setSlider(value) {
@@ -41,6 +48,10 @@ function deblur() {
   bar.value = 0;
   const xhr = new XMLHttpRequest();
   const query = new URLSearchParams({ model: $("model").value, name: photo.name });
+  if (generative.includes($("model").value)) {
+    if ($("steps").value) query.set("steps", $("steps").value);
+    query.set("seed", $("seed").value || "0");
+  }
   xhr.open("POST", `/api/deblur?${query}`);
   xhr.responseType = "blob";
   const started = Date.now();
@@ -79,6 +90,7 @@ function deblur() {
 
 $("file").addEventListener("change", (e) => choose(e.target.files[0]));
 $("go").addEventListener("click", deblur);
+$("model").addEventListener("change", showOptions);
 $("slider").addEventListener("input", (e) => setSlider(e.target.value));
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
