@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     d.add_argument(
         "--max-megapixels", type=float, default=100.0, metavar="MP", help="refuse images larger than this (default 100)"
     )
-    g = d.add_argument_group("diffusion models (deblurdiff-small, or DeblurDiff on Stable Diffusion)")
+    g = d.add_argument_group("diffusion models (deblurdiff-small, bd-diff-small, or DeblurDiff on Stable Diffusion)")
     g.add_argument(
         "--sd", default=None, metavar="PATH", help="local Stable Diffusion 2.x folder (diffusers format) for models built on it"
     )
@@ -77,6 +77,8 @@ def run(args) -> int:
         raise UsageError(f"{args.model} is non-blind (it needs the true kernel): use it in `unblur bench` on a set with kernels")
     if (args.samples > 1 or args.save_kernels) and not restorer.generative:
         raise UsageError("--samples and --save-kernels are for diffusion models (e.g. --model deblurdiff-small)")
+    if args.save_kernels and not hasattr(restorer.model, "kernel_size"):
+        raise UsageError(f"--save-kernels needs a model that predicts blur kernels (deblurdiff-small); {args.model} does not")
     outdir.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[Path, str]] = []
     claimed: dict[str, Path] = {}

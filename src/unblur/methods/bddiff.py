@@ -210,9 +210,16 @@ class BDDiff(LatentMethod):
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
         trained_vae = load_trained_vae(vae, latent_channels, vae_widths) if vae else None
-        # diffusers calls the number of attention heads attention_head_dim
+        # diffusers calls the number of attention heads attention_head_dim; the structure map has the latent's channels
         sd = build_small_sd(
-            latent_channels, vae_widths, unet_widths, token_width, unet_heads, prediction_type, trained_vae, latent_channels
+            latent_channels,
+            vae_widths,
+            unet_widths,
+            token_width,
+            unet_heads,
+            prediction_type,
+            vae=trained_vae,
+            condition_channels=latent_channels,
         )
         super().__init__(sd, latent_scale)
         self.decoupler = BlurDecoupler(
