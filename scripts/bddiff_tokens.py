@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from unblur.data.paired import find_pairs
 from unblur.data.synthetic import centre_crop
 from unblur.io import read_image
+from unblur.restore import image_tensor
 from unblur.zoo import load_model
 
 
@@ -38,8 +38,7 @@ def main() -> None:
     pairs = find_pairs(args.pairs)[: args.n]
 
     def read(kind: str):
-        crops = [centre_crop(read_image(getattr(p, kind))[0], args.crop) for p in pairs]
-        images = torch.from_numpy(np.ascontiguousarray(np.stack(crops))).permute(0, 3, 1, 2)
+        images = torch.cat([image_tensor(centre_crop(read_image(getattr(p, kind))[0], args.crop)) for p in pairs])
         return model.decoupler.read(model.encode(images))
 
     def distance(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -8,7 +8,8 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from unblur.methods.deblurdiff import DeblurDiff, adain_colour_fix
+from unblur.methods.deblurdiff import DeblurDiff
+from unblur.methods.latent import adain_colour_fix
 from unblur.methods.sd_loading import load_sd
 
 

@@ -34,6 +34,7 @@ class Restorer:
         seed: int = 0,
         sd: str | None = None,
     ):
+        from unblur.nn import generative
         from unblur.train.loop import pick_device
         from unblur.zoo import load_model
 
@@ -44,7 +45,7 @@ class Restorer:
         if prior not in ("tile", "image"):
             raise ValueError(f"prior must be 'tile' or 'image', got {prior!r}")
         self.prior = prior if hasattr(self.model, "image_prior") else "tile"
-        self.generative = hasattr(self.model, "sample")
+        self.generative = generative(self.meta["arch"])
         if (steps is not None or seed) and not self.generative:
             raise ValueError("steps and seed are options of diffusion models; this model is deterministic")
         if steps is not None and steps < 1:

@@ -199,6 +199,11 @@ class UnpairedCrops(torch.utils.data.Dataset):
         return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
 
 
+def named_batch(item: tuple | dict) -> dict:
+    """A training item by name: a (blurred, sharp) pair becomes ``{"blurred", "sharp"}``; a dict stays as it is."""
+    return item if isinstance(item, dict) else {"blurred": item[0], "sharp": item[1]}
+
+
 class PairsWithTarget(torch.utils.data.Dataset):
     """Step ``s``'s pairs as a dict ``{"blurred", "sharp", ...}`` plus ``"target"``: the same step's crops of
     the unpaired target domain (:class:`UnpairedCrops`), so they travel through the data loader like
@@ -211,9 +216,7 @@ class PairsWithTarget(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def __getitem__(self, step: int) -> dict:
-        batch = self.pairs[step]
-        batch = batch if isinstance(batch, dict) else {"blurred": batch[0], "sharp": batch[1]}
-        return {**batch, "target": self.target[step]}
+        return {**named_batch(self.pairs[step]), "target": self.target[step]}
 
 
 def fixed_pairs(

@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unblur.methods.deblurdiff import adain_colour_fix
 from unblur.methods.latent import LatentMethod
 from unblur.nn.layers import pad_to_multiple
 
@@ -362,9 +361,7 @@ class BDDiff(LatentMethod):
     @torch.no_grad()
     def sample(self, blurred: torch.Tensor, steps: int = 20, generator: torch.Generator | None = None, tile: int = 0):
         """Deblur (B, 3, H, W) in [0, 1], any size: structure(blurred) + the sharp tokens. Deterministic for a generator seed."""
-        x, (h, w) = pad_to_multiple(blurred, self.multiple)
-        z = self.render(self.encode(x, tile), self.structure_predictor(self.decoupler.sharp_blur), steps, generator, tile)
-        return adain_colour_fix(self.decode(z, tile)[..., :h, :w], blurred).clamp(0, 1)
+        return self.render_image(blurred, self.structure_predictor(self.decoupler.sharp_blur), steps, generator, tile)[0]
 
     @torch.no_grad()
     def transfer(
@@ -372,8 +369,6 @@ class BDDiff(LatentMethod):
     ) -> torch.Tensor:
         """``structure_image``'s content (B, 3, H, W) with ``blur_image``'s blur pattern ((B or 1, 3, H', W'), any
         size): (B, 3, H, W) in [0, 1], colours matched to ``structure_image``. Deterministic for a generator seed."""
-        x, (h, w) = pad_to_multiple(structure_image, self.multiple)
         blur = self.decoupler.blur(self.encode(pad_to_multiple(blur_image, self.multiple)[0], tile))
         predict = self.structure_predictor(lambda batch: blur.expand(batch, -1, -1))
-        z = self.render(self.encode(x, tile), predict, steps, generator, tile)
-        return adain_colour_fix(self.decode(z, tile)[..., :h, :w], structure_image).clamp(0, 1)
+        return self.render_image(structure_image, predict, steps, generator, tile)[0]

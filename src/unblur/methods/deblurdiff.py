@@ -27,15 +27,6 @@ import torch.nn.functional as F
 from unblur.methods.deblurdiff_core import LKPN, eac
 from unblur.methods.latent import LatentMethod
 from unblur.methods.sd_loading import LatentDiffusion
-from unblur.nn.layers import pad_to_multiple
-
-
-def adain_colour_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Give ``image`` the per-channel mean and standard deviation of ``reference`` (both (B, 3, H, W)):
-    diffusion samples drift in colour; the blurred input's colour statistics are right."""
-    mu_i, sd_i = image.mean((2, 3), keepdim=True), image.std((2, 3), keepdim=True) + eps
-    mu_r, sd_r = reference.mean((2, 3), keepdim=True), reference.std((2, 3), keepdim=True)
-    return (image - mu_i) / sd_i * sd_r + mu_r
 
 
 class DeblurDiff(LatentMethod):
@@ -116,14 +107,11 @@ class DeblurDiff(LatentMethod):
         result (z_t = the final latent, t = 0), (B, C*k*k, ceil(H/f), ceil(W/f)).
         """
         c, (h, w) = self.unet.config.in_channels, blurred.shape[-2:]
-        x, _ = pad_to_multiple(blurred, self.multiple)
-        z_blur = self.encode(x, tile)
 
         def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # u: cat(z_t, z_blur)
             return self.denoise(u[:, :c], t.expand(len(u)), u[:, c:])[0]
 
-        z = self.render(z_blur, predict, steps, generator, tile)
-        image = adain_colour_fix(self.decode(z, tile)[..., :h, :w], blurred).clamp(0, 1)
+        image, z, z_blur = self.render_image(blurred, predict, steps, generator, tile)
         if not return_kernels:
             return image
         t0 = torch.zeros(1, dtype=torch.long, device=z.device)

@@ -1,5 +1,6 @@
-"""What DeblurDiff and BD-Diff share: a latent diffusion model (frozen VAE, UNet, noise schedule) and
-DDIM sampling of a latent, whole or in blended tiles.
+"""What DeblurDiff and BD-Diff share: a latent diffusion model (frozen VAE, UNet, noise schedule),
+DDIM sampling of a latent, whole or in blended tiles, and the way from an input image to a result
+(pad, encode, render, decode, crop, colour fix).
 
 Images are (B, 3, H, W) in [0, 1]; latents (B, C, H/f, W/f), scaled by ``scale`` so the diffusion
 model sees about unit variance (Stable Diffusion: 0.18215; our small VAE: measured, see
@@ -14,8 +15,16 @@ import torch
 from torch import nn
 
 from unblur.methods.sd_loading import LatentDiffusion
-from unblur.nn.layers import eval_frozen
+from unblur.nn.layers import eval_frozen, pad_to_multiple
 from unblur.tiling import run_tiled
+
+
+def adain_colour_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Give ``image`` the per-channel mean and standard deviation of ``reference`` (both (B, 3, H, W)):
+    diffusion samples drift in colour; the input's colour statistics are right."""
+    mu_i, sd_i = image.mean((2, 3), keepdim=True), image.std((2, 3), keepdim=True) + eps
+    mu_r, sd_r = reference.mean((2, 3), keepdim=True), reference.std((2, 3), keepdim=True)
+    return (image - mu_i) / sd_i * sd_r + mu_r
 
 
 class LatentMethod(nn.Module):
@@ -94,6 +103,26 @@ class LatentMethod(nn.Module):
         return a.sqrt() * z_t - (1 - a).sqrt() * pred
 
     # -- sampling -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_image(
+        self,
+        image: torch.Tensor,
+        predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        steps: int,
+        generator: torch.Generator | None = None,
+        tile: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A new image conditioned on ``image`` (B, 3, H, W) in [0, 1], any size: padded to :attr:`multiple`,
+        encoded into z_cond, a latent rendered from noise (:meth:`render` with ``predict``), decoded,
+        cropped back and given ``image``'s colour statistics (:func:`adain_colour_fix`).
+
+        Returns (result (B, 3, H, W) in [0, 1], the final latent, z_cond), the latents at the padded size.
+        """
+        x, (h, w) = pad_to_multiple(image, self.multiple)
+        z_cond = self.encode(x, tile)
+        z = self.render(z_cond, predict, steps, generator, tile)
+        return adain_colour_fix(self.decode(z, tile)[..., :h, :w], image).clamp(0, 1), z, z_cond
+
     @torch.no_grad()
     def render(
         self,

@@ -50,6 +50,12 @@ def architecture(arch: str) -> type:
     return getattr(backbone_module(arch), BACKBONES[arch][1])
 
 
+def generative(arch: str) -> bool:
+    """Whether ``arch`` draws its results from noise (a diffusion method with ``sample``): it takes sampling
+    steps and a seed, and the same seed gives the same result."""
+    return hasattr(architecture(arch), "sample")
+
+
 def build(arch: str, config: dict):
     """A backbone or a method by name, from its constructor arguments."""
     return architecture(arch)(**config)

@@ -52,14 +52,6 @@ class Models:
         self._loaded: dict = {}
         self._lock = threading.Lock()
 
-    def generative(self, name: str) -> bool:
-        """Whether ``name`` is a diffusion model (takes steps and a seed), from its file's metadata: nothing is loaded."""
-        from unblur.nn import architecture
-        from unblur.train.checkpoint import read_model_meta
-        from unblur.zoo import resolve
-
-        return hasattr(architecture(read_model_meta(resolve(name))["arch"]), "sample")
-
     def get(self, name: str):
         from unblur.restore import Restorer
 
@@ -81,10 +73,14 @@ def _download_name(name: str) -> str:
 
 def create_app(models: list[str], limits: Limits | None = None, device: str = "auto", tile: int = 512) -> Starlette:
     from unblur.io import ImageError, decode_image, encode_png
+    from unblur.nn import generative as is_generative
+    from unblur.train.checkpoint import read_model_meta
+    from unblur.zoo import resolve
 
     limits = limits or Limits()
     pool = Models(models, device, tile)
-    generative = [name for name in models if pool.generative(name)]
+    # the diffusion models, from their files' metadata: nothing is loaded before a request needs it
+    generative = [name for name in models if is_generative(read_model_meta(resolve(name))["arch"])]
     workers = asyncio.Semaphore(limits.workers)
     state = {"busy": 0, "waiting": 0}
 

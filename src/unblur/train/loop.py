@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from unblur import nn as backbones
 from unblur.atomic import atomic_write
-from unblur.data.synthetic import PairsWithTarget, SyntheticPairs, UnpairedCrops, fixed_pairs, load_folder
+from unblur.data.synthetic import PairsWithTarget, SyntheticPairs, UnpairedCrops, fixed_pairs, load_folder, named_batch
 from unblur.metrics import psnr_tensor, ssim
 from unblur.train.checkpoint import (
     latest_checkpoint,
@@ -265,8 +265,7 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     net.train()
     for step, batch in enumerate(loader, start=start):
         # (blurred, sharp), or a dict of them and extras that the method's forward takes by name
-        batch = batch if isinstance(batch, dict) else {"blurred": batch[0], "sharp": batch[1]}
-        extra = {k: t.to(device, non_blocking=True) for k, t in batch.items()}
+        extra = {k: t.to(device, non_blocking=True) for k, t in named_batch(batch).items()}
         blurred, sharp = extra.pop("blurred"), extra.pop("sharp")
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             if computes_loss:
