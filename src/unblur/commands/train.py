@@ -40,13 +40,22 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from unblur.train.config import load_config
-    from unblur.train.loop import train
+    from unblur.train.loop import leave_process_group
 
     try:
         cfg = load_config(args.config, args.set or [])
     except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
         raise UsageError(f"config: {err}") from None
     out = Path(args.out) if args.out else Path("runs") / (Path(args.config).stem if args.config else "default")
+    try:
+        return _train(cfg, out, args)
+    finally:
+        leave_process_group()  # under torchrun: a group left open can abort a process at exit (gloo's threads)
+
+
+def _train(cfg: dict, out: Path, args) -> int:
+    from unblur.train.loop import train
+
     if cfg["stages"]:
         from unblur.train.stages import train_stages
 

@@ -91,6 +91,12 @@ def distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def leave_process_group() -> None:
+    """Destroy the process group :func:`distributed` joined, if any (call once training is over)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def checksums(model: torch.nn.Module, world: int) -> list[float]:
     """Each rank's sum of |parameters| (float64): data-parallel replicas must agree exactly."""
     # one reduction on the parameters' device, one transfer
