@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unblur.tiling import run_tiled
+from unblur.tiling import count_tiles, run_tiled
 
 
 class Restorer:
@@ -27,54 +27,90 @@ class Restorer:
         self,
         model: str | Path | None = None,
         device: str = "auto",
-        tile: int = 512,
-        overlap: int = 48,
+        tile: int | None = None,
+        overlap: int = 32,
         prior: str = "tile",
         steps: int | None = None,
         seed: int = 0,
         sd: str | None = None,
+        precision: str = "auto",
     ):
+        from unblur.device import pick_device, resolve_precision
         from unblur.nn import generative
-        from unblur.train.loop import pick_device
         from unblur.zoo import load_model
 
         self.device = pick_device(device)
         self.model, self.meta = load_model(model, self.device, sd=sd)
-        self.tile, self.overlap = tile, overlap
+        self.generative = generative(self.meta["arch"])
+        self.tile = default_tile(self.device, self.generative) if tile is None else tile
+        self.overlap = overlap
+        # regression networks run in bf16 where the hardware computes it natively (see unblur.device);
+        # diffusion models keep fp32: their many sampling steps compound rounding
+        self.dtype = resolve_precision(precision, self.device) if not self.generative else torch.float32
+        if precision not in ("auto", "fp32") and self.generative:
+            raise ValueError(f"--precision {precision} is for regression models; diffusion models run in fp32")
+        self._prepare()
         # models with a global prior (BlurDM): computed per tile, or once per image and shared by its tiles
         if prior not in ("tile", "image"):
             raise ValueError(f"prior must be 'tile' or 'image', got {prior!r}")
         self.prior = prior if hasattr(self.model, "image_prior") else "tile"
-        self.generative = generative(self.meta["arch"])
         if (steps is not None or seed) and not self.generative:
             raise ValueError("steps and seed are options of diffusion models; this model is deterministic")
         if steps is not None and steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         self.steps, self.seed = steps, seed
 
+    def _prepare(self) -> None:
+        """Channels-last weights on the CPU (oneDNN's fast layout); the weights themselves in bf16/fp16 for a
+        plain backbone (no casts at every layer), autocast for a method, whose parts may need fp32."""
+        from unblur.device import channels_last
+        from unblur.nn import BACKBONES
+
+        self.cast_weights = False
+        if self.generative:
+            return
+        if self.device.type == "cpu":
+            channels_last(self.model)
+        self.cast_weights = self.dtype != torch.float32 and self.meta["arch"] in BACKBONES
+        if self.cast_weights:
+            self.model.to(self.dtype)
+
+    def tiles(self, shape: tuple[int, int]) -> int:
+        """How many network passes :meth:`restore` makes for an (H, W) image (for progress bars)."""
+        return count_tiles(shape, self.tile, self.overlap) if self.tile else 1
+
     @torch.no_grad()
     def _run(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         h, w = x.shape[-2:]
         if min(h, w) < 16:  # reflection padding inside the network needs a few pixels: extend tiny images first
             x = F.pad(x, (0, max(0, 16 - w), 0, max(0, 16 - h)), mode="replicate")
-        return self.model(x.to(self.device), **kwargs).clamp(0, 1)[..., :h, :w]
+        x = x.to(self.device, self.dtype if self.cast_weights else torch.float32)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = self.dtype != torch.float32 and not self.cast_weights
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            y = self.model(x, **kwargs)
+        return y.float().clamp(0, 1)[..., :h, :w]
 
     needs_kernel = False
 
     @torch.no_grad()
-    def restore(self, rgb: np.ndarray, kernel: np.ndarray | None = None) -> np.ndarray:
-        """``kernel`` is accepted for a common interface with the classical methods and ignored (the network is blind)."""
+    def restore(self, rgb: np.ndarray, kernel: np.ndarray | None = None, progress=None) -> np.ndarray:
+        """``kernel`` is accepted for a common interface with the classical methods and ignored (the network is blind).
+        ``progress(done, total)`` is called after each tile (:meth:`tiles` says how many there will be)."""
         if self.generative:
             return self.sample(rgb, self.seed)[0]
         x = image_tensor(rgb)
         if self.tile and max(x.shape[-2:]) > self.tile:
+            fn = self._run
             if self.prior == "image":
                 z = self.model.image_prior(x.to(self.device), self.tile)
-                y = run_tiled(lambda t: self._run(t, prior=z), x, self.tile, self.overlap)
-            else:
-                y = run_tiled(self._run, x, self.tile, self.overlap)
+                fn = lambda t: self._run(t, prior=z)  # noqa: E731
+            y = run_tiled(fn, x, self.tile, self.overlap, progress=progress)
         else:
             y = self._run(x)
+            if progress:
+                progress(1, 1)
         return tensor_image(y)
 
     @torch.no_grad()
@@ -97,6 +133,15 @@ class Restorer:
         return tensor_image(image), picture
 
 
+def default_tile(device: torch.device, generative: bool = False) -> int:
+    """The largest tile side for ``device``: on a CPU, tiles of about 400 px keep a small network's
+    activations in cache and ran fastest per pixel (``docs/benchmarks/speed.md``); a GPU takes larger
+    ones. Diffusion models tile their latent by 512 image pixels (64 latent pixels)."""
+    if generative:
+        return 512
+    return 1024 if device.type == "cuda" else 448
+
+
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) float32 -> (1, 3, H, W)."""
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
@@ -110,10 +155,11 @@ def tensor_image(y: torch.Tensor) -> np.ndarray:
 def make_restorer(
     name: str | Path | None = None,
     device: str = "auto",
-    tile: int = 512,
+    tile: int | None = None,
     steps: int | None = None,
     seed: int = 0,
     sd: str | None = None,
+    precision: str = "auto",
 ):
     """A registered network, a model file, or a classical method (``identity``, ``wiener-oracle``, ``rl-oracle``),
     all with ``restore(rgb, kernel=None)`` and a ``needs_kernel`` flag. ``NAME@N`` names a diffusion
@@ -126,7 +172,7 @@ def make_restorer(
     if name is not None:
         name, steps_in_name = split_steps(name)
         steps = steps_in_name or steps
-    return Restorer(name, device=device, tile=tile, steps=steps, seed=seed, sd=sd)
+    return Restorer(name, device=device, tile=tile, steps=steps, seed=seed, sd=sd, precision=precision)
 
 
 def split_steps(name: str | Path) -> tuple[str | Path, int | None]:

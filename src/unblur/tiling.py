@@ -12,11 +12,25 @@ from collections.abc import Callable
 import torch
 
 
-def _starts(length: int, tile: int, stride: int) -> list[int]:
+def plan_tiles(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
+    """(side, starts) of the fewest tiles of at most ``tile`` pixels that cover ``length`` with overlaps of at
+    least ``overlap``, all of one side (a multiple of ``multiple`` where it fits) and evenly spread, so no
+    tile redoes more pixels than it must (fixed strides leave a last tile that mostly repeats its neighbour)."""
     if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+        return length, [0]
+    n = -(-(length - overlap) // (tile - overlap))
+    side = -(-(length + (n - 1) * overlap) // n)
+    side = min(tile, length, -(-side // multiple) * multiple)
+    n = max(n, -(-(length - overlap) // (side - overlap)))  # rounding up the side never needs more tiles, but check
+    return side, [round(i * (length - side) / (n - 1)) for i in range(n)]
+
+
+def count_tiles(shape: tuple[int, int], tile: int, overlap: int, multiple: int = 1) -> int:
+    """How many tiles :func:`run_tiled` cuts an (H, W) image into (1 when it fits in one)."""
+    h, w = shape
+    if h <= tile and w <= tile:
+        return 1
+    return len(plan_tiles(h, tile, overlap, multiple)[1]) * len(plan_tiles(w, tile, overlap, multiple)[1])
 
 
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
@@ -37,32 +51,43 @@ def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
 
 
 def run_tiled(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int = 32, scale: float = 1
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    tile: int,
+    overlap: int = 32,
+    scale: float = 1,
+    multiple: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Apply ``fn`` ((1, C, h, w) -> (1, C', h * scale, w * scale)) to x (1, C, H, W) tile by tile.
 
-    ``tile`` is the tile side in pixels (> 2 * overlap); tiles overlap by at
-    least ``overlap`` pixels and are blended (see :func:`_ramp`); an image smaller
-    than one tile is processed whole. For an operator that sees at most
-    ``overlap // 4`` pixels around each output pixel the result equals
-    ``fn(x)`` exactly. ``scale`` is the output's size per input pixel (a VAE
-    encoder: 1/8, its decoder: 8); tile and overlap are in input pixels, and
-    ``tile * scale`` and ``overlap * scale`` must be whole numbers. Returns float32 on the CPU.
+    ``tile`` is the largest tile side in pixels (> 2 * overlap); tiles overlap by at least
+    ``overlap`` pixels, have sides that are multiples of ``multiple`` where the image allows
+    (:func:`plan_tiles`), and are blended (see :func:`_ramp`); an image smaller than one tile is
+    processed whole. For an operator that sees at most ``overlap // 4`` pixels around each output
+    pixel the result equals ``fn(x)`` exactly. ``scale`` is the output's size per input pixel (a
+    VAE encoder: 1/8, its decoder: 8); tile and overlap are in input pixels, and ``tile * scale``,
+    ``overlap * scale`` and ``multiple * scale`` must be whole numbers. ``progress(done, total)`` is
+    called after each tile. Returns float32 on the CPU.
     """
     _, _, h, w = x.shape
     if tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must be larger than twice the overlap ({overlap})")
     if h <= tile and w <= tile:
-        return fn(x)
+        out = fn(x)
+        if progress:
+            progress(1, 1)
+        return out
 
     def out_px(n: int) -> int:
         return round(n * scale)
 
-    stride = tile - overlap
+    th, rows = plan_tiles(h, tile, overlap, multiple)
+    tw, cols = plan_tiles(w, tile, overlap, multiple)
     out = weight = None
-    for y in _starts(h, tile, stride):
-        for x0 in _starts(w, tile, stride):
-            th, tw = min(tile, h), min(tile, w)
+    done, total = 0, len(rows) * len(cols)
+    for y in rows:
+        for x0 in cols:
             piece = fn(x[..., y : y + th, x0 : x0 + tw]).float().cpu()
             if out is None:  # the output's channels are known once fn has run
                 out = torch.zeros(1, piece.shape[1], out_px(h), out_px(w))
@@ -70,6 +95,10 @@ def run_tiled(
             wy = _ramp(out_px(th), out_px(overlap), y == 0, y + th >= h)
             wx = _ramp(out_px(tw), out_px(overlap), x0 == 0, x0 + tw >= w)
             oy, ox = out_px(y), out_px(x0)
-            out[..., oy : oy + out_px(th), ox : ox + out_px(tw)] += piece * (wy[:, None] * wx[None, :])
-            weight[..., oy : oy + out_px(th), ox : ox + out_px(tw)] += wy[:, None] * wx[None, :]
-    return out / weight
+            blend = wy[:, None] * wx[None, :]
+            out[..., oy : oy + out_px(th), ox : ox + out_px(tw)] += piece * blend
+            weight[..., oy : oy + out_px(th), ox : ox + out_px(tw)] += blend
+            done += 1
+            if progress:
+                progress(done, total)
+    return out.div_(weight)

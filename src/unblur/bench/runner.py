@@ -48,7 +48,15 @@ class PeakMemory:
         self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
-def run_model(model: str, pairs: list[Pair], out: Path, device: str = "auto", tile: int = 512, quiet: bool = False) -> list[dict]:
+def run_model(
+    model: str,
+    pairs: list[Pair],
+    out: Path,
+    device: str = "auto",
+    tile: int | None = None,
+    quiet: bool = False,
+    precision: str = "auto",
+) -> list[dict]:
     """Rows ``{name, psnr, ssim, niqe, lpips, seconds, megapixels, peak_rss_mib}`` for every pair, computing only the missing ones."""
     from unblur.restore import make_restorer
 
@@ -62,7 +70,7 @@ def run_model(model: str, pairs: list[Pair], out: Path, device: str = "auto", ti
             rows.append(json.loads(done.read_text()))
             continue
         if restorer is None:
-            restorer = make_restorer(model, device=device, tile=tile)
+            restorer = make_restorer(model, device=device, tile=tile, precision=precision)
         blurred, info = read_image(pair.blurred)
         sharp, _ = read_image(pair.sharp)
         kernel = pair.load_kernel()

@@ -9,6 +9,9 @@
   object that moves by itself (GoPro's scenes are streets with people in them).
 - ``realistic``: camera-shake plus what real cameras add (RSBlur): highlights brighter than the
   sensor clipped after integration, Poisson-Gaussian noise in linear light, JPEG at 70-95.
+- ``real-world``: a weighted mixture for a default model that meets any photo: the presets above,
+  large (60+ px) and slight shake, low light with light streaks, camera responses of gamma 1.8-2.6,
+  and sharp photos that must come back unchanged (:func:`real_world` gives the weights).
 
 Every preset has ``make(sharp, rng) -> (blurred, sharp, meta)`` on float32 (H, W, 3) images
 in [0, 1] and a ``margin`` (pixels of context a crop needs around it); ``uniform-kernel``
@@ -18,6 +21,7 @@ also renders whole batches at once (``sample`` + ``render``), which training use
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -145,6 +149,9 @@ class ExposureBlur:
     sharp_at: float = 0.5  # which sub-frame is the sharp target: 0.5 the middle (GoPro), 0 the first
     moving_object: float = 0.0  # probability of an object moving by itself (see exposure.MovingObject)
     margin: int = 32
+    # the following are drawn only when set, so the presets above keep their seeds' pairs
+    gamma: tuple[float, float] | None = None  # response "gamma": exponent drawn per image (None: 2.2)
+    off_centre: float = 0.0  # principal point up to this many pixels off the crop's centre, per axis
 
     def make(self, sharp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
         from unblur.blur.camera import jpeg, linear_to_srgb, poisson_gaussian_noise, saturate, srgb_to_linear
@@ -157,10 +164,16 @@ class ExposureBlur:
         path = camera_path(rng, n, self.rotation_deg, self.roll_deg, self.translation, self.sharp_at)
         # in pixels, not relative to the image, so that a training crop blurs like the photo it came from
         focal = float(rng.uniform(*self.focal_px))
-        hs = homographies(path, w, h, focal=focal)
+        centre = None
+        if self.off_centre:  # a crop from anywhere in a larger photo: roll and tilt blur it unevenly
+            centre = ((w - 1) / 2 + rng.uniform(-1, 1) * self.off_centre, (h - 1) / 2 + rng.uniform(-1, 1) * self.off_centre)
+        hs = homographies(path, w, h, focal=focal, centre=centre)
         # drawn only when enabled, so presets without objects keep their seeds' pairs
         obj = random_object(rng, h, w, n, ref) if self.moving_object and rng.random() < self.moving_object else None
         decode, encode = (srgb_to_linear, linear_to_srgb) if self.response == "srgb" else (gamma_to_linear, linear_to_gamma)
+        if self.gamma and self.response != "srgb":
+            g = float(rng.uniform(*self.gamma))
+            decode, encode = partial(gamma_to_linear, gamma=g), partial(linear_to_gamma, gamma=g)
         lin = decode(torch.from_numpy(sharp)).numpy()
         blurred = torch.from_numpy(expose(lin, hs, obj))
         gain = float(rng.uniform(*self.gain))
@@ -195,6 +208,99 @@ class ExposureBlur:
         return out.numpy().astype(np.float32), encode(target).numpy().astype(np.float32), meta
 
 
+@dataclass(frozen=True)
+class NoBlur:
+    """A sharp photo as it is: the input is the target, which a restorer must return unchanged."""
+
+    name: str = "sharp"
+    margin: int = 0
+
+    def make(self, sharp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+        return sharp, sharp, {"preset": self.name}
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """One of several presets per image, drawn with the given weights (``parts``: (weight, spec) pairs)."""
+
+    name: str
+    parts: tuple
+
+    @property
+    def margin(self) -> int:
+        return max(spec.margin for _, spec in self.parts)
+
+    def make(self, sharp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+        weights = np.array([w for w, _ in self.parts], dtype=np.float64)
+        spec = self.parts[int(rng.choice(len(self.parts), p=weights / weights.sum()))][1]
+        blurred, target, meta = spec.make(sharp, rng)
+        return blurred, target, {**meta, "mixture": self.name}
+
+
+def realistic() -> ExposureBlur:
+    """Camera shake plus what real cameras add; ``val_realistic`` is made with this preset."""
+    return ExposureBlur(name="realistic", gain=(1.0, 2.5), shot_read=(0.01, 0.01), max_noise=0.0, jpeg=(70, 95))
+
+
+def real_world() -> Mixture:
+    """What people bring to a deblurring tool: every blur from none to over 60 px, and the camera around it.
+
+    Weights (of images): 30 % ``realistic`` (6-DoF shake of roughly 5-30 px, clipped highlights,
+    Poisson-Gaussian noise, JPEG 70-95); 20 % ``uniform-kernel`` (one 9-25 px kernel); 10 % ``gopro-like``
+    (frames of a faster shake averaged through the sRGB curve, half with an object moving by itself);
+    10 % large shake (pitch/yaw up to 1.8 deg peak to peak: 15-60+ px at phone focal lengths, roll up to
+    0.8 deg about a principal point anywhere within 400 px, 33-49 sub-frames so long paths stay continuous,
+    gain up to 3, a camera response of gamma 1.8-2.6, JPEG 75-95); 10 % low light (highlights brightened
+    up to 4x and clipped after integration, which makes light streaks, strong shot and read noise, JPEG
+    70-92); 8 % slight shake (0.15 deg, a few pixels, mild noise, JPEG 85-98); 12 % sharp photos
+    returned as they are (:class:`NoBlur`), so that a good photo comes back unchanged.
+    """
+    large = ExposureBlur(
+        name="large-shake",
+        subframes=(33, 49),
+        rotation_deg=1.8,
+        roll_deg=0.8,
+        gain=(1.0, 3.0),
+        shot_read=(0.01, 0.01),
+        max_noise=0.0,
+        jpeg=(75, 95),
+        margin=48,
+        gamma=(1.8, 2.6),
+        off_centre=400.0,
+    )
+    low_light = ExposureBlur(
+        name="low-light",
+        rotation_deg=0.8,
+        roll_deg=0.5,
+        gain=(1.5, 4.0),
+        shot_read=(0.03, 0.02),
+        max_noise=0.0,
+        jpeg=(70, 92),
+        gamma=(1.8, 2.6),
+        off_centre=300.0,
+    )
+    slight = ExposureBlur(
+        name="slight-shake",
+        subframes=(5, 9),
+        rotation_deg=0.15,
+        roll_deg=0.1,
+        gain=(1.0, 1.5),
+        shot_read=(0.005, 0.005),
+        max_noise=0.0,
+        jpeg=(85, 98),
+    )
+    parts = (
+        (0.30, realistic()),
+        (0.20, UniformKernelBlur()),
+        (0.10, PRESETS["gopro-like"]()),
+        (0.10, large),
+        (0.10, low_light),
+        (0.08, slight),
+        (0.12, NoBlur()),
+    )
+    return Mixture("real-world", parts)
+
+
 PRESETS = {
     "uniform-kernel": UniformKernelBlur,
     "camera-shake": ExposureBlur,
@@ -208,8 +314,9 @@ PRESETS = {
         max_noise=0.0,
         moving_object=0.5,
     ),
-    "realistic": lambda: ExposureBlur(name="realistic", gain=(1.0, 2.5), shot_read=(0.01, 0.01), max_noise=0.0, jpeg=(70, 95)),
+    "realistic": realistic,
 }
+PRESETS["real-world"] = real_world  # a mixture of the presets above (and more): defined after them
 
 
 def blur_image(sharp: np.ndarray, rng: np.random.Generator, preset: str = "uniform-kernel") -> tuple[np.ndarray, dict]:

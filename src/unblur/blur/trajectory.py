@@ -88,14 +88,25 @@ def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
     return rot_z @ rot_y @ rot_x
 
 
-def homographies(path: CameraPath, width: int, height: int, focal: float | None = None, depth: float = 1.0) -> np.ndarray:
+def homographies(
+    path: CameraPath,
+    width: int,
+    height: int,
+    focal: float | None = None,
+    depth: float = 1.0,
+    centre: tuple[float, float] | None = None,
+) -> np.ndarray:
     """(n, 3, 3) homographies mapping target (sharp sub-frame) pixels to each sub-frame's pixels,
     for a fronto-parallel scene plane at ``depth``: H = K (R - t n^T / d) K^-1.
+
+    ``centre`` is the principal point (x, y) in pixels, the image centre by default; a crop
+    cut from far off a photo's centre has it outside the crop (roll then blurs it as a shift).
 
     ``focal`` in pixels defaults to the image diagonal (a ~53° field of view, a phone's main camera).
     """
     f = focal or float(np.hypot(width, height))
-    k = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
+    cx, cy = centre if centre is not None else ((width - 1) / 2, (height - 1) / 2)
+    k = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]])
     k_inv = np.linalg.inv(k)
     normal = np.array([[0.0, 0.0, 1.0]])
     out = []

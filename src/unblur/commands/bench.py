@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     )
     b.add_argument("--out", default=None, metavar="REPORT_DIR", help="report folder (default: bench-<data name>)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    b.add_argument("--tile", type=int, default=512)
+    b.add_argument("--tile", type=int, default=None, metavar="N", help="largest tile side (default: per device; 0: whole image)")
+    b.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="regression models' number format")
     b.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N pairs")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=run)
@@ -54,7 +55,7 @@ def run(args) -> int:
     rows = {}
     for m in models:
         try:
-            rows[m] = run_model(m, pairs, out, device=args.device, tile=args.tile, quiet=args.quiet)
+            rows[m] = run_model(m, pairs, out, device=args.device, tile=args.tile, quiet=args.quiet, precision=args.precision)
         except (ValueError, FileNotFoundError) as err:
             raise UsageError(str(err)) from None
     command = "unblur bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "unblur bench"

@@ -47,7 +47,7 @@ class Limits:
 class Models:
     """Loads each allowed model once, on first use, and shares it between requests."""
 
-    def __init__(self, names: list[str], device: str = "auto", tile: int = 512):
+    def __init__(self, names: list[str], device: str = "auto", tile: int | None = None):
         self.names, self.device, self.tile = names, device, tile
         self._loaded: dict = {}
         self._lock = threading.Lock()
@@ -71,7 +71,7 @@ def _download_name(name: str) -> str:
     return f"{unicodedata.normalize('NFC', stem)[:120]}-unblurred.png"
 
 
-def create_app(models: list[str], limits: Limits | None = None, device: str = "auto", tile: int = 512) -> Starlette:
+def create_app(models: list[str], limits: Limits | None = None, device: str = "auto", tile: int | None = None) -> Starlette:
     from unblur.io import ImageError, decode_image, encode_png
     from unblur.nn import generative as is_generative
     from unblur.train.checkpoint import read_model_meta

@@ -39,6 +39,9 @@ DEFAULTS: dict = {
         "workers": 1,  # data-loader processes making pairs while the model trains
         "val_crop": 256,  # one centre crop of this side per validation photo
         "val_images": 24,  # the first N photos of data.val
+        # folder of training pairs synthesised once (`unblur cache`), used instead of data.train + data.preset
+        # (which then only make the validation crops); null: synthesise every step's pairs on the fly
+        "cache": None,
         "step_offset": 0,  # training step s uses batch s + step_offset (a later stage continues the data stream)
         # folder of blurred photos of a target domain, no sharp twins (BD-Diff's unpaired blur transfer): every
         # step also gets data.batch random data.crop crops of them, passed as forward(..., target=); null: none
@@ -64,7 +67,8 @@ DEFAULTS: dict = {
     "train": {
         "seed": 0,  # initial weights and every batch
         "device": "auto",  # cuda if available, else cpu
-        "amp": "auto",  # bf16 | fp16 | none; auto = bf16 on CUDA, none on CPU
+        "amp": "auto",  # bf16 | fp16 | none; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX)
+        "channels_last": "auto",  # NHWC convolution weights and inputs: true | false; auto = on CPU
         "ema": 0.999,  # decay of the weights' moving average (validated and saved)
         "ckpt_every": 500,  # steps between checkpoints
         "val_every": 1000,  # steps between validations (PSNR/SSIM of the EMA weights)

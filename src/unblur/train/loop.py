@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from unblur import nn as backbones
 from unblur.atomic import atomic_write
+from unblur.device import channels_last, cpu_has_bf16, pick_device
+from unblur.data.cache import CachedPairs
 from unblur.data.synthetic import PairsWithTarget, SyntheticPairs, UnpairedCrops, fixed_pairs, load_folder, named_batch
 from unblur.metrics import psnr_tensor, ssim
 from unblur.train.checkpoint import (
@@ -34,16 +36,6 @@ from unblur.train.checkpoint import (
     save_model_file,
 )
 from unblur.train.losses import ImageLoss
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def lr_factor(step: int, warmup: int, steps: int, min_ratio: float) -> float:
@@ -186,8 +178,9 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    amp = tc["amp"] if tc["amp"] != "auto" else ("bf16" if device.type == "cuda" else "none")
+    amp = tc["amp"] if tc["amp"] != "auto" else ("bf16" if device.type == "cuda" or cpu_has_bf16() else "none")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    nhwc = tc["channels_last"] if tc["channels_last"] != "auto" else device.type == "cpu"
 
     arch = cfg["model"]["arch"]
     model = backbones.build(arch, {k: v for k, v in cfg["model"].items() if k != "arch"}).to(device)
@@ -198,6 +191,8 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         if meta["arch"] != arch or theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
             raise ValueError(f"train.init {tc['init']}: its model ({meta['arch']}, {init.config}) differs from the config's")
         model.load_state_dict(theirs)
+    if nhwc:
+        channels_last(model)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     # from here on the global generator draws training noise (dropout, BlurDM's z_T): different per rank
     torch.manual_seed(tc["seed"] + 1_000_003 * (rank + 1))
@@ -237,15 +232,20 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
 
     # each rank makes its slice of every step's samples: the same data as one process with world x batch
     # a method may also ask for each sample's partial exposures (BlurDM's exposure_weight): the same pairs
-    train_set = SyntheticPairs(
-        load_folder(dc["train"]),
-        dc["crop"],
-        dc["batch"],
-        tc["seed"],
-        dc["preset"],
-        offset=rank * dc["batch"],
-        exposure_fractions=getattr(model, "exposure_fractions", None),
-    )
+    if dc.get("cache"):  # pairs synthesised once (`unblur cache`); data.preset then names the validation blur only
+        if getattr(model, "exposure_fractions", None) is not None:
+            raise ValueError("data.cache holds pairs only; a method that needs partial exposures synthesises them on the fly")
+        train_set = CachedPairs(dc["cache"], dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
+    else:
+        train_set = SyntheticPairs(
+            load_folder(dc["train"]),
+            dc["crop"],
+            dc["batch"],
+            tc["seed"],
+            dc["preset"],
+            offset=rank * dc["batch"],
+            exposure_fractions=getattr(model, "exposure_fractions", None),
+        )
     if dc.get("target"):  # BD-Diff: every step also gets crops of the unpaired blurred images of a target domain
         target = UnpairedCrops(load_folder(dc["target"]), dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
         train_set = PairsWithTarget(train_set, target)
@@ -273,6 +273,8 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         # (blurred, sharp), or a dict of them and extras that the method's forward takes by name
         extra = {k: t.to(device, non_blocking=True) for k, t in named_batch(batch).items()}
         blurred, sharp = extra.pop("blurred"), extra.pop("sharp")
+        if nhwc:
+            blurred = blurred.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             if computes_loss:
                 loss = net(blurred, sharp, image_loss=image_loss, **extra)

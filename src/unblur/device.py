@@ -1,0 +1,61 @@
+"""Where and in which number format a model runs: device choice and precision, for training and inference alike.
+
+bf16 halves the memory traffic of the element-wise work that dominates small convolutional networks,
+and CPUs with AVX512-BF16 or AMX also multiply in it natively (oneDNN): on such a 2-core machine the
+default NAFNet runs 2-2.5x faster in bf16 than in fp32, its output 60+ dB PSNR from the fp32 one
+(``docs/benchmarks/speed.md``). CPUs without them emulate bf16 slowly, so ``auto`` keeps fp32 there.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda`` (device ``local_rank`` under torchrun)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), read from the kernel's CPU flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: ask oneDNN (true also for slow emulated bf16 on some CPUs)
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype a model computes in: ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+        return torch.bfloat16 if native else torch.float32
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 is for CUDA devices; on a CPU use bf16 or fp32")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """Store the module's 4-D weights (convolutions) channels-last, in place; returns the module.
+
+    oneDNN's CPU convolutions run 1.3-1.5x faster on NHWC data and then keep their outputs NHWC,
+    so the element-wise work between them stays NHWC too. Unlike ``module.to(memory_format=...)``
+    this leaves tensors of other ranks alone (FFTformer's 5-D frequency gates)."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return module
