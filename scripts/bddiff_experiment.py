@@ -28,7 +28,7 @@ import numpy as np
 from unblur.data.paired import find_pairs
 from unblur.data.synthetic import centre_crop
 from unblur.io import read_image, write_image
-from unblur.train.checkpoint import read_model_meta
+from unblur.modelfile import read_model_meta
 from unblur.train.config import load_config
 from unblur.train.loop import train
 

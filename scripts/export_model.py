@@ -5,7 +5,7 @@ python scripts/export_model.py runs/nafnet-small/best.safetensors src/unblur/zoo
 
 import argparse
 
-from unblur.train.checkpoint import load_model_file, save_model_file
+from unblur.modelfile import load_model_file, save_model_file
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -26,6 +26,24 @@ def photo(tmp_path: Path) -> Path:
     return path
 
 
+def engine_sets(folder, steps: int, *overrides: str) -> list[str]:
+    """``key=value`` settings of a training run sized for a CPU test: ``steps`` steps on the CPU, 32-px crops of
+    ``folder``'s photos in batches of 4 (no data workers, no TensorBoard), validation on 32-px centre crops of the
+    same photos, and a tiny NAFNet; ``overrides`` on top (a ``model.arch`` among them replaces the model)."""
+    base = [f"data.train={folder}", f"data.val={folder}", "data.crop=32", "data.batch=4", "data.workers=0"]
+    base += ["data.val_crop=32", "data.val_images=4", f"optim.steps={steps}", "optim.warmup=2"]
+    base += ["train.device=cpu", "train.tensorboard=false"]
+    base += ["model.width=8", "model.enc_blocks=[1,1]", "model.middle_blocks=1", "model.dec_blocks=[1,1]"]
+    return [*base, *overrides]
+
+
+def engine_config(folder, steps: int, *overrides: str) -> dict:
+    """The config of :func:`engine_sets` (what ``unblur train --set ...`` would run)."""
+    from unblur.train.config import load_config
+
+    return load_config(None, engine_sets(folder, steps, *overrides))
+
+
 @pytest.fixture(scope="session")
 def sharp_folder(tmp_path_factory) -> Path:
     """A folder of a few sharp 'photos' for training and validation."""
@@ -184,5 +202,9 @@ def tiny_sd(tmp_path_factory):
     )
     sd.unet.save_pretrained(root / "unet")
     sd.vae.save_pretrained(root / "vae")
-    sd.scheduler.save_pretrained(root / "scheduler")
+    # the noise schedule as a diffusers folder holds it (SD's betas, v-prediction), written by diffusers itself
+    diffusers = pytest.importorskip("diffusers")
+    diffusers.DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"
+    ).save_pretrained(root / "scheduler")
     return root, sd.unet, sd.vae

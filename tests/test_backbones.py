@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unblur import nn as backbones
-from unblur.train.losses import charbonnier
+from unblur.losses import charbonnier
 
 ARCHS = sorted(backbones.BACKBONES)
 
@@ -26,7 +26,12 @@ def test_any_size_in_same_size_out(arch, size):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_config_rebuilds_the_same_network(arch):
+    import inspect
+
     net = tiny(arch, prior_dim=16)
+    # every constructor argument is recorded (register_to_config), so none is rebuilt with its default by accident
+    assert set(net.config) == set(inspect.signature(type(net).__init__).parameters) - {"self"}
+    assert isinstance(type(net).multiscale, bool)  # the backbone contract (unblur.nn)
     again = backbones.build(arch, net.config)
     again.load_state_dict(net.state_dict())
     x, z = torch.rand(1, 3, 32, 32), torch.randn(1, 16)

@@ -6,6 +6,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from conftest import engine_config
 
 from unblur.methods.bddiff import BlurDecoupler, sincos_2d
 
@@ -106,12 +107,12 @@ def test_each_task_alone_trains_the_unet_and_decoupler_and_its_loss_falls(task, 
     blurred, sharp, target = bd_batch()
     losses, terms = [], []
     for _ in range(20):
-        loss = net.loss(blurred, sharp, target, generator=torch.Generator().manual_seed(0))  # a fixed noise and t
+        loss, step_terms = net.loss(blurred, sharp, target, generator=torch.Generator().manual_seed(0))  # a fixed noise and t
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        terms.append(net.last_losses)
+        terms.append(step_terms)
     expected = {"deblur": {"deblur"}, "transfer": {"transfer", "consistency"}, "recon": {"recon"}}[task]
     assert set(terms[0]) == expected
     assert losses[-1] < 0.8 * losses[0], losses
@@ -126,18 +127,17 @@ def test_each_task_alone_trains_the_unet_and_decoupler_and_its_loss_falls(task, 
 def test_the_tasks_are_summed_with_their_weights_and_target_is_optional():
     blurred, sharp, target = bd_batch()
     net = bd_model(w_deblur=1.0, w_transfer=0.5, w_recon=0.25, w_consistency=0.1)
-    loss = net.loss(blurred, sharp, target, generator=torch.Generator().manual_seed(1))
-    t = net.last_losses
+    loss, t = net.loss(blurred, sharp, target, generator=torch.Generator().manual_seed(1))
     assert loss.item() == pytest.approx(
         t["deblur"] + 0.5 * (t["transfer"] + 0.1 * t["consistency"]) + 0.25 * t["recon"], rel=1e-5
     )
-    net.loss(blurred, sharp, generator=torch.Generator().manual_seed(1))
-    assert set(net.last_losses) == {"deblur", "transfer", "recon"}  # no target: task 2 is only supervised
-    # the engine's protocol: forward with image_loss trains (noise from the global generator)
+    assert set(net.loss(blurred, sharp, generator=torch.Generator().manual_seed(1))[1]) == {"deblur", "transfer", "recon"}
+    # the method contract: training_loss takes the engine's batch (noise from the global generator), terms included
+    batch = {"blurred": blurred, "sharp": sharp, "target": target}
     torch.manual_seed(5)
-    a = net(blurred, sharp, image_loss=object(), target=target)
+    a, terms = net.training_loss(batch, image_loss=None)
     torch.manual_seed(5)
-    assert torch.equal(a, net(blurred, sharp, image_loss=object(), target=target))
+    assert torch.equal(a, net.training_loss(batch, image_loss=None)[0]) and set(terms) == set(t)
 
 
 def test_the_unet_reads_the_structure_map_and_the_tokens():
@@ -171,17 +171,22 @@ def test_deblurring_is_deterministic_for_a_seed_and_any_size():
     c = net.sample(blurred, steps=2, generator=torch.Generator().manual_seed(8))
     assert a.shape == blurred.shape and torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(net(blurred), net(blurred)) and net(blurred).shape == blurred.shape  # validation: seed 0
+    assert torch.equal(net(blurred), net.sample(blurred, 2, torch.Generator().manual_seed(0)))  # val_steps = 2
 
 
 def test_large_images_are_denoised_in_latent_tiles_each_with_its_own_tokens():
     net = bd_model().eval()
     blurred = torch.rand(1, 3, 40, 28, generator=torch.Generator().manual_seed(2))
-    tiled = net(blurred, tile=16, seed=3)
-    assert tiled.shape == blurred.shape and torch.equal(tiled, net(blurred, tile=16, seed=3))
-    assert not torch.equal(tiled, net(blurred, seed=3))  # whole: one set of tokens for the whole image
-    assert torch.equal(net(blurred, tile=64, seed=3), net(blurred, seed=3))  # one tile: the same as whole
+
+    def sample(tile: int) -> torch.Tensor:
+        return net.sample(blurred, 2, torch.Generator().manual_seed(3), tile=tile)
+
+    tiled = sample(16)
+    assert tiled.shape == blurred.shape and torch.equal(tiled, sample(16))
+    assert not torch.equal(tiled, sample(0))  # whole: one set of tokens for the whole image
+    assert torch.equal(sample(64), sample(0))  # one tile: the same as whole
     with pytest.raises(ValueError, match="kernels"):
-        net(blurred, return_kernels=True)
+        net.sample(blurred, 2, kernels=True)
 
 
 def test_config_rebuilds_the_model_and_the_vae_file_is_not_part_of_it(tmp_path):
@@ -189,9 +194,9 @@ def test_config_rebuilds_the_model_and_the_vae_file_is_not_part_of_it(tmp_path):
 
     from safetensors.torch import load_file
 
-    from unblur import nn as unets
+    from unblur.methods import build
     from unblur.methods.small_sd import SmallVAE
-    from unblur.train.checkpoint import save_model_file
+    from unblur.modelfile import save_model_file
 
     torch.manual_seed(1)
     vae_file = save_model_file(tmp_path / "vae.safetensors", SmallVAE(widths=[8, 16]), "small-vae")
@@ -200,7 +205,7 @@ def test_config_rebuilds_the_model_and_the_vae_file_is_not_part_of_it(tmp_path):
     stage = SmallVAE(widths=[8, 16])
     stage.load_state_dict(load_file(str(vae_file)))
     assert all(torch.equal(a, b) for a, b in zip(net.vae.state_dict().values(), stage.vae.state_dict().values()))
-    rebuilt = unets.build("bd-diff-small", net.config)
+    rebuilt = build("bd-diff-small", net.config)
     rebuilt.load_state_dict(net.state_dict())
     blurred = bd_batch()[0]
     assert torch.equal(rebuilt.eval()(blurred), net.eval()(blurred))
@@ -231,27 +236,11 @@ def test_unpaired_crops_are_seeded_per_step_and_pad_small_images(tmp_path):
     assert torch.equal(UnpairedCrops(images, 24, 2, seed=2, offset=1)[5], a[1:])  # a second process's slice
 
 
-def bd_config(sharp_folder, target, steps, **extra):
-    from unblur.train.config import load_config
-
-    sets = {
-        "model.arch": "bd-diff-small",
-        **{f"model.{k}": v for k, v in BD_TINY.items()},
-        "data.train": sharp_folder,
-        "data.val": "",
-        "data.target": target,
-        "data.crop": 16,
-        "data.batch": 2,
-        "data.workers": 0,
-        "optim.steps": steps,
-        "optim.warmup": 1,
-        "optim.lr": 1e-3,
-        "train.device": "cpu",
-        "train.ckpt_every": 2,
-        "train.tensorboard": False,
-        **extra,
-    }
-    return load_config(None, [f"{k}={v}" for k, v in sets.items()])
+def bd_config(sharp_folder, target, steps, *overrides):
+    """A tiny BD-Diff run: 16-px crops in pairs, crops of ``target`` as the target domain, no validation."""
+    model = ["model.arch=bd-diff-small", *[f"model.{k}={v}" for k, v in BD_TINY.items()]]
+    run = ["data.val=", f"data.target={target}", "data.crop=16", "data.batch=2", "optim.warmup=1", "train.ckpt_every=2"]
+    return engine_config(sharp_folder, steps, *model, *run, *overrides)
 
 
 def test_bd_diff_trains_through_the_engine_with_an_unpaired_target_domain(sharp_folder, tmp_path, monkeypatch):
@@ -259,22 +248,21 @@ def test_bd_diff_trains_through_the_engine_with_an_unpaired_target_domain(sharp_
     import functools
 
     from unblur.methods.bddiff import BDDiff
-    from unblur.train.checkpoint import load_model_file
+    from unblur.modelfile import load_model_file
     from unblur.train.loop import train
 
     target = blurred_folder(tmp_path / "target", [(40, 48), (12, 20), (30, 30)])
     seen = []
-    original = BDDiff.forward
+    original = BDDiff.training_loss
 
     @functools.wraps(original)
-    def spy(self, x, *args, **kwargs):
-        if kwargs.get("image_loss") is not None:
-            seen.append(kwargs.get("target"))
-        return original(self, x, *args, **kwargs)
+    def spy(self, batch, image_loss):
+        seen.append(batch.get("target"))
+        return original(self, batch, image_loss)
 
-    monkeypatch.setattr(BDDiff, "forward", spy)
-    extra = {"data.val": sharp_folder, "data.val_crop": 16, "data.val_images": 2, "train.val_every": 2}
-    cfg = bd_config(sharp_folder, target, 4, **extra, **{"train.tensorboard": True, "train.log_every": 2})
+    monkeypatch.setattr(BDDiff, "training_loss", spy)
+    extra = [f"data.val={sharp_folder}", "data.val_crop=16", "data.val_images=2", "train.val_every=2"]
+    cfg = bd_config(sharp_folder, target, 4, *extra, "train.tensorboard=true", "train.log_every=2")
     summary = train(cfg, tmp_path / "run", quiet=True)
     assert len(summary["losses"]) == 4 and all(torch.isfinite(torch.tensor(summary["losses"])))
     if importlib.util.find_spec("tensorboard"):  # each task's loss is logged beside the total
@@ -318,7 +306,7 @@ def test_a_target_domain_needs_a_method_that_uses_it(sharp_folder, tmp_path):
 def test_transfer_command_writes_the_structure_images_size_and_refuses_other_models(tmp_path, capsys):
     from unblur.cli import main
     from unblur.io import read_image, write_image
-    from unblur.train.checkpoint import save_model_file
+    from unblur.modelfile import save_model_file
 
     model = save_model_file(tmp_path / "bd.safetensors", bd_model(), "bd-diff-small")
     rng = np.random.default_rng(0)

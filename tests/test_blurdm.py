@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import engine_config
 
 from unblur.diffusion.blur_diffusion import BlurSchedule, sample
 from unblur.methods.blurdm import BlurDM
@@ -71,7 +72,7 @@ def test_reverse_chain_with_perfect_estimators_returns_the_sharp_latent():
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_each_stage_trains_only_its_parts_and_reduces_its_loss(stage):
     from unblur.train.config import DEFAULTS
-    from unblur.train.losses import ImageLoss
+    from unblur.losses import ImageLoss
 
     torch.manual_seed(0)
     model = BlurDM(**TINY, stage=stage).train()
@@ -83,7 +84,7 @@ def test_each_stage_trains_only_its_parts_and_reduces_its_loss(stage):
     losses = []
     for _ in range(15):
         torch.manual_seed(0)  # the same z_T noise each step: a fixed batch, a fixed problem
-        loss = model(blurred, sharp, image_loss=image_loss)
+        loss, _ = model.training_loss({"blurred": blurred, "sharp": sharp}, image_loss)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -114,7 +115,7 @@ def test_three_stages_run_as_one_resumable_command(sharp_folder, tmp_path):
 
     from safetensors.torch import load_file
 
-    from unblur.train.checkpoint import read_model_meta
+    from unblur.modelfile import read_model_meta
 
     config = tmp_path / "blurdm.yaml"
     config.write_text(
@@ -169,7 +170,6 @@ def test_whole_image_prior_is_computed_tile_by_tile():
 
 def test_stage_with_random_noise_resumes_exactly(sharp_folder, tmp_path):
     """Stage 3 draws z_T noise every step: a resumed run must draw the same (the RNG state is checkpointed)."""
-    from unblur.train.config import load_config
     from unblur.train.loop import train
 
     sets = [
@@ -177,20 +177,14 @@ def test_stage_with_random_noise_resumes_exactly(sharp_folder, tmp_path):
         *[f"model.{k}={v}" for k, v in TINY.items() if k != "backbone_config"],
         "model.backbone_config={width: 8, enc_blocks: [1, 1], middle_blocks: 1, dec_blocks: [1, 1]}",
         "model.stage=3",
-        f"data.train={sharp_folder}",
         "data.val=",
-        "data.crop=32",
         "data.batch=2",
-        "data.workers=0",
-        "optim.steps=6",
         "optim.warmup=1",
-        "train.device=cpu",
         "train.ckpt_every=3",
-        "train.tensorboard=false",
     ]
-    straight = train(load_config(None, sets), tmp_path / "a", quiet=True)
-    train(load_config(None, sets), tmp_path / "b", quiet=True, stop_at=3)
-    resumed = train(load_config(None, sets), tmp_path / "b", resume="auto", quiet=True)
+    straight = train(engine_config(sharp_folder, 6, *sets), tmp_path / "a", quiet=True)
+    train(engine_config(sharp_folder, 6, *sets), tmp_path / "b", quiet=True, stop_at=3)
+    resumed = train(engine_config(sharp_folder, 6, *sets), tmp_path / "b", resume="auto", quiet=True)
     assert resumed["losses"] == straight["losses"][3:]
 
 
@@ -199,7 +193,7 @@ def test_blurdm_plugs_into_every_backbone(backbone):
     """Each backbone's tiny config takes BlurDM's prior; stage 3 trains end to end through it."""
     from unblur import nn as backbones
     from unblur.train.config import DEFAULTS
-    from unblur.train.losses import ImageLoss
+    from unblur.losses import ImageLoss
 
     torch.manual_seed(0)
     config = {**TINY, "backbone": backbone, "backbone_config": backbones.backbone_module(backbone).TINY}
@@ -208,7 +202,7 @@ def test_blurdm_plugs_into_every_backbone(backbone):
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     for _ in range(2):  # the zero-initialised modulation passes no gradient to the prior until its first update
         opt.zero_grad()
-        model(x, x.flip(1), image_loss=ImageLoss(DEFAULTS["loss"], "cpu")).backward()
+        model.training_loss({"blurred": x, "sharp": x.flip(1)}, ImageLoss(DEFAULTS["loss"], "cpu"))[0].backward()
         opt.step()
     # then the gradient reaches the blur encoder through the backbone's prior modulation
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.blur_encoder.parameters())
@@ -324,7 +318,7 @@ def test_synthetic_pairs_are_the_same_with_and_without_partial_exposures(sharp_f
 @pytest.mark.parametrize("stage", [2, 3])
 def test_exposure_option_off_keeps_the_authors_loss_exactly(stage):
     from unblur.train.config import DEFAULTS
-    from unblur.train.losses import ImageLoss, charbonnier
+    from unblur.losses import ImageLoss, charbonnier
 
     image_loss = ImageLoss(DEFAULTS["loss"], "cpu")
     torch.manual_seed(0)
@@ -333,7 +327,7 @@ def test_exposure_option_off_keeps_the_authors_loss_exactly(stage):
     blurred = torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False)
     assert model.exposure_fractions is None and model.config["exposure_weight"] == 0
     torch.manual_seed(1)
-    loss = model(blurred, sharp, image_loss=image_loss)
+    loss, _ = model.training_loss({"blurred": blurred, "sharp": sharp}, image_loss)
     torch.manual_seed(1)  # the authors' loss, written out: the same z_T noise
     prior = model.diffused_prior(blurred, torch.randn(2, TINY["dim"]))
     if stage == 2:
@@ -345,20 +339,20 @@ def test_exposure_option_off_keeps_the_authors_loss_exactly(stage):
     model.config["exposure_weight"] = 0.5
     exposures = torch.rand(2, 4, 3, 32, 32)
     torch.manual_seed(1)
-    with_option = model(blurred, sharp, image_loss=image_loss, exposures=exposures)
+    with_option, _ = model.training_loss({"blurred": blurred, "sharp": sharp, "exposures": exposures}, image_loss)
     torch.manual_seed(1)
     means = []
     model.diffused_prior(blurred, torch.randn(2, TINY["dim"]), means)
     assert torch.allclose(with_option, expected + 0.5 * model.exposure_loss(blurred, means, exposures), atol=1e-6)
     with pytest.raises(ValueError, match="partial exposures"):
-        model(blurred, sharp, image_loss=image_loss)  # on, but the data did not come with them
+        model.training_loss({"blurred": blurred, "sharp": sharp}, image_loss)  # on, but the data did not come with them
 
 
 def test_stage_2_with_the_exposure_option_trains_on_synthetic_partial_exposures(sharp_folder):
     """Stage 2 as the engine runs it, on the data the option asks for: the loss falls, SE stays frozen."""
     from unblur.data.synthetic import SyntheticPairs, load_folder
     from unblur.train.config import DEFAULTS
-    from unblur.train.losses import ImageLoss
+    from unblur.losses import ImageLoss
 
     torch.manual_seed(0)
     model = BlurDM(**TINY, stage=2, exposure_weight=1.0).train()
@@ -370,7 +364,7 @@ def test_stage_2_with_the_exposure_option_trains_on_synthetic_partial_exposures(
     image_loss, losses = ImageLoss(DEFAULTS["loss"], "cpu"), []
     for _ in range(15):
         torch.manual_seed(0)  # the same z_T noise each step: a fixed batch, a fixed problem
-        loss = model(batch["blurred"], batch["sharp"], image_loss=image_loss, exposures=batch["exposures"])
+        loss, _ = model.training_loss(batch, image_loss)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -96,3 +96,17 @@ def test_demo_writes_comparison(tmp_path):
     assert "mean gain" in r.stdout
     again = unblur("demo", "-o", tmp_path / "demo")
     assert again.returncode == 2 and "--overwrite" in again.stderr + again.stdout
+
+
+def test_deblurring_with_the_default_model_imports_nothing_from_training(photo, tmp_path):
+    """Inference sits below training: `unblur deblur` loads and runs a model without the training package."""
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "unblur", "deblur", str(photo), "-o", str(tmp_path / "out"), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
+    assert "unblur.modelfile" in imported and "unblur.methods.regression" in imported  # the model was loaded
+    assert not [m for m in imported if m == "unblur.train" or m.startswith("unblur.train.")]

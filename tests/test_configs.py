@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import unblur
-from unblur import nn as backbones
+from unblur import methods, nn as backbones
 from unblur.train.config import load_config
 from unblur.train.stages import stage_configs
 
@@ -25,5 +25,7 @@ def test_config_builds_its_model(path, request):
         args = {k: v for k, v in c["model"].items() if k not in ("arch", "vae")}
         if "sd" in args:  # the user's Stable Diffusion folder: the tests' tiny one stands in
             args["sd"] = str(request.getfixturevalue("tiny_sd")[0])
-        model = backbones.build(c["model"]["arch"], args)
+        model = methods.build(c["model"]["arch"], args)
         assert sum(p.numel() for p in model.parameters()) > 0
+        # data folders are read below the data root, never relative to the current folder
+        assert not any(str(c["data"][key] or "").startswith(("..", "/")) for key in ("train", "val", "cache", "target"))

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import engine_config
 
 pytest.importorskip("diffusers")
 
@@ -81,31 +82,15 @@ def test_small_latent_diffusion_model_builds_and_drives_deblurdiff():
     assert out.shape == blurred.shape and torch.isfinite(out).all()
 
 
-def engine_config(folder, *overrides):
-    """A CPU-sized engine config on ``folder``'s photos (32-px crops), with ``overrides`` on top."""
-    from unblur.train.config import load_config
-
-    base = [f"data.train={folder}", f"data.val={folder}", "data.crop=32", "data.batch=4", "data.workers=0"]
-    base += ["data.val_crop=32", "data.val_images=4", "optim.warmup=2", "loss.pixel=l1", "train.device=cpu"]
-    return load_config(None, [*base, "train.tensorboard=false", *overrides])
-
-
 def test_vae_stage_trains_through_the_engine(sharp_folder, tmp_path):
-    """The small VAE learns to reconstruct sharp crops with `unblur train`'s engine (method protocol)."""
+    """The small VAE learns to reconstruct sharp crops with `unblur train`'s engine (method contract)."""
     from unblur.train.loop import train
 
-    cfg = engine_config(
-        sharp_folder,
-        "model.arch=small-vae",
-        "model.widths=[8, 16]",
-        "optim.steps=30",
-        "optim.lr=3e-3",
-        "train.val_every=15",
-        "train.ckpt_every=30",
-    )
+    vae_stage = ("loss.pixel=l1", "model.arch=small-vae", "model.widths=[8, 16]", "optim.lr=3e-3")
+    cfg = engine_config(sharp_folder, 30, *vae_stage, "train.val_every=15", "train.ckpt_every=30")
     summary = train(cfg, tmp_path / "vae", quiet=True)
     assert sum(summary["losses"][-5:]) < 0.8 * sum(summary["losses"][:5]), summary["losses"]
-    from unblur.train.checkpoint import load_model_file
+    from unblur.modelfile import load_model_file
 
     vae, meta = load_model_file(tmp_path / "vae" / "last.safetensors")
     assert meta["arch"] == "small-vae" and meta["step"] == 30
@@ -123,20 +108,21 @@ def test_deblurdiff_small_trains_on_a_trained_vae_and_deblurs_from_the_cli(sharp
     with --steps/--seed/--samples/--save-kernels, the same seed giving the same file."""
     from unblur.cli import main
     from unblur.io import read_image
-    from unblur.train.checkpoint import load_model_file
+    from unblur.modelfile import load_model_file
     from unblur.train.loop import train
 
-    vae_cfg = engine_config(sharp_folder, "model.arch=small-vae", "model.widths=[8, 16]", "optim.steps=3", "train.val_every=3")
+    vae_cfg = engine_config(sharp_folder, 3, "loss.pixel=l1", "model.arch=small-vae", "model.widths=[8, 16]", "train.val_every=3")
     train(vae_cfg, tmp_path / "vae", quiet=True)
     vae_file = tmp_path / "vae" / "last.safetensors"
     cfg = engine_config(
         sharp_folder,
+        4,
+        "loss.pixel=l1",
         "model.arch=deblurdiff-small",
         f"model.vae={vae_file}",
         *TINY_SMALL,
         "model.kernel_size=3",
         "model.val_steps=2",
-        "optim.steps=4",
         "optim.lr=1e-3",
         "train.val_every=4",
         "train.ema=0",
@@ -189,7 +175,7 @@ def test_sd_based_model_files_hold_only_the_trained_parts_and_load_with_sd(tiny_
 
     from unblur.cli import main
     from unblur.methods.deblurdiff import DeblurDiffSD
-    from unblur.train.checkpoint import load_model_file, save_model_file
+    from unblur.modelfile import load_model_file, save_model_file
 
     torch.manual_seed(0)
     net = DeblurDiffSD(str(tiny_sd[0]), kernel_size=3, lkpn_width=8, val_steps=2)

@@ -21,7 +21,7 @@ def test_loads_the_saved_parts_without_touching_the_network(tiny_sd, monkeypatch
     sd = load_sd(root)
     assert all(torch.equal(a, b) for a, b in zip(sd.unet.state_dict().values(), unet.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(sd.vae.state_dict().values(), vae.state_dict().values()))
-    assert sd.scheduler.config.prediction_type == "v_prediction" and sd.scale == vae.config.scaling_factor
+    assert sd.schedule.prediction == "v_prediction" and sd.scale == vae.config.scaling_factor
     with torch.no_grad():
         latent = sd.vae.encode(torch.rand(1, 3, 16, 16) * 2 - 1).latent_dist.mode()
         eps = sd.unet(latent, torch.tensor([10]), encoder_hidden_states=torch.zeros(1, 1, 8)).sample

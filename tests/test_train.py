@@ -1,33 +1,18 @@
 import pytest
 import torch
+from conftest import engine_config, engine_sets
 from safetensors.torch import load_file
 
 from unblur.data.synthetic import SyntheticPairs, fixed_pairs, load_folder
 from unblur.train.config import load_config, parse_override
 from unblur.train.loop import lr_factor, train
 
+# this file's runs: 48-px validation crops, a checkpoint every 3 steps, a log row every step
+RUN = ("data.val_crop=48", "optim.lr=2e-3", "train.ckpt_every=3", "train.val_every=1000", "train.log_every=1")
 
-def tiny_config(folder, steps, **extra):
-    overrides = [
-        f"data.train={folder}",
-        f"data.val={folder}",
-        "data.crop=32",
-        "data.batch=4",
-        "data.workers=0",
-        "data.val_crop=48",
-        "data.val_images=4",
-        "model.width=8",
-        "model.enc_blocks=[1,1]",
-        "model.dec_blocks=[1,1]",
-        "model.middle_blocks=1",
-        f"optim.steps={steps}",
-        "optim.warmup=2",
-        "optim.lr=2e-3",
-        "train.ckpt_every=3",
-        "train.val_every=1000",
-        "train.log_every=1",
-    ] + [f"{k}={v}" for k, v in extra.items()]
-    return load_config(None, overrides)
+
+def tiny_config(folder, steps, *overrides):
+    return engine_config(folder, steps, *RUN, *overrides)
 
 
 def test_overrides_parse_as_yaml():
@@ -57,7 +42,8 @@ def test_batches_are_deterministic_per_step(sharp_folder):
 
 
 def test_tiny_training_run_improves_validation(sharp_folder, tmp_path):
-    from unblur.train.checkpoint import load_model_file
+    from unblur.methods import build
+    from unblur.modelfile import load_model_file
     from unblur.train.loop import validate
 
     cfg = tiny_config(sharp_folder, 40)
@@ -65,9 +51,7 @@ def test_tiny_training_run_improves_validation(sharp_folder, tmp_path):
     images = load_folder(sharp_folder)
     blurred, sharp = fixed_pairs(images, 48, seed=1234)
     torch.manual_seed(cfg["train"]["seed"])
-    from unblur import nn as unets
-
-    untrained = unets.build("nafnet", {k: v for k, v in cfg["model"].items() if k != "arch"})
+    untrained = build("nafnet", {k: v for k, v in cfg["model"].items() if k != "arch"})
     trained, meta = load_model_file(tmp_path / "run" / "last.safetensors")
     assert meta["step"] == 40
     before, after = validate(untrained, blurred, sharp, "cpu")["psnr"], validate(trained, blurred, sharp, "cpu")["psnr"]
@@ -110,17 +94,17 @@ def test_preset_mixture_and_exposure_presets_make_batches(sharp_folder):
 
 
 def test_init_starts_from_a_model_file(sharp_folder, tmp_path):
-    from unblur.train.checkpoint import load_model_file
+    from unblur.modelfile import load_model_file
 
     train(tiny_config(sharp_folder, 3), tmp_path / "a", quiet=True)
     start = tmp_path / "a" / "last.safetensors"
     # zero learning rate: the fine-tuned model must be exactly the one it started from
-    train(tiny_config(sharp_folder, 2, **{"train.init": start, "optim.lr": 0.0, "train.ema": 0.0}), tmp_path / "b", quiet=True)
+    train(tiny_config(sharp_folder, 2, f"train.init={start}", "optim.lr=0.0", "train.ema=0.0"), tmp_path / "b", quiet=True)
     a, _ = load_model_file(start)
     b, _ = load_model_file(tmp_path / "b" / "last.safetensors")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     with pytest.raises(ValueError, match="differs"):
-        train(tiny_config(sharp_folder, 1, **{"train.init": start, "model.width": 16}), tmp_path / "c", quiet=True)
+        train(tiny_config(sharp_folder, 1, f"train.init={start}", "model.width=16"), tmp_path / "c", quiet=True)
 
 
 def test_killed_run_resumes_to_the_same_losses(sharp_folder, tmp_path):
@@ -135,23 +119,7 @@ def test_killed_run_resumes_to_the_same_losses(sharp_folder, tmp_path):
 
     from unblur.train.checkpoint import latest_checkpoint
 
-    sets = [
-        f"data.train={sharp_folder}",
-        "data.val=",
-        "data.crop=32",
-        "data.batch=2",
-        "data.workers=0",
-        "model.width=8",
-        "model.enc_blocks=[1,1]",
-        "model.dec_blocks=[1,1]",
-        "model.middle_blocks=1",
-        "optim.steps=40",
-        "optim.warmup=2",
-        "train.device=cpu",
-        "train.ckpt_every=3",
-        "train.log_every=1",
-        "train.tensorboard=false",
-    ]
+    sets = engine_sets(sharp_folder, 40, "data.val=", "data.batch=2", "train.ckpt_every=3", "train.log_every=1")
 
     def cmd(out):
         return [sys.executable, "-m", "unblur", "train", "-q", "--out", str(out), "--resume", "auto"] + [
@@ -183,7 +151,7 @@ def test_tensorboard_event_files_hold_the_logged_scalars(sharp_folder, tmp_path)
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(tiny_config(sharp_folder, 4, **{"train.val_every": 2}), tmp_path / "r", quiet=True)
+    train(tiny_config(sharp_folder, 4, "train.val_every=2", "train.tensorboard=true"), tmp_path / "r", quiet=True)
     acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3, 4]
@@ -194,9 +162,25 @@ def test_tensorboard_event_files_hold_the_logged_scalars(sharp_folder, tmp_path)
 
 def test_multiscale_backbone_trains_through_the_engine(sharp_folder, tmp_path):
     """MIMO-UNet+ returns three scales when training; the engine sums the loss over them."""
-    cfg = tiny_config(
-        sharp_folder, 3, **{"model.arch": "mimo-unet-plus", "model.width": 4, "model.num_res": 1, "model.dropout": 0.0}
-    )
+    cfg = tiny_config(sharp_folder, 3, "model.arch=mimo-unet-plus", "model.width=4", "model.num_res=1", "model.dropout=0.0")
     assert cfg["model"] == {"arch": "mimo-unet-plus", "width": 4, "num_res": 1, "dropout": 0.0}
     summary = train(cfg, tmp_path / "m", quiet=True)
     assert len(summary["losses"]) == 3 and all(x > 0 for x in summary["losses"])
+
+
+def test_data_folders_are_read_below_the_data_root_and_workers_follow_the_machine(monkeypatch, tmp_path):
+    from unblur.data.root import REPOSITORY, data_path, data_root
+    from unblur.device import cpu_cores, data_workers
+
+    monkeypatch.delenv("UNBLUR_DATA", raising=False)
+    assert data_root() == REPOSITORY.parent / "shared"  # beside the repository, whatever the current folder
+    monkeypatch.setenv("UNBLUR_DATA", str(tmp_path))
+    assert data_path("photos/train") == tmp_path / "photos" / "train"
+    assert data_path("photos/val", tmp_path / "other") == tmp_path / "other" / "photos" / "val"  # data.root first
+    assert data_path(tmp_path / "abs") == tmp_path / "abs" and data_path("") is None
+    assert load_config(None)["data"]["workers"] == "auto"
+    assert data_workers("auto") == max(0, cpu_cores() - 1) and data_workers(3) == 3
+    assert data_workers("auto", processes=cpu_cores()) == 0  # one core per process: no room for workers
+    with pytest.raises(ValueError, match="workers"):
+        data_workers(-1)
+

@@ -18,9 +18,10 @@ class Restorer:
     ``tile`` bounds memory: images larger than ``tile`` x ``tile`` are processed in
     overlapping tiles (0 = whole image at once).
 
-    Diffusion models (those with a ``sample`` method: DeblurDiff, BD-Diff) draw their result from noise:
-    ``steps`` sampling steps (None: the model's default) from seed ``seed``; they tile in latent
-    space themselves, so one coherent sample covers the whole image (:meth:`sample`).
+    The model is a method (:mod:`unblur.methods.base`); the Restorer calls its contract only. Generative
+    methods (DeblurDiff, BD-Diff) draw their result from noise: ``steps`` sampling steps (None: the
+    model's default) from seed ``seed``; they tile in latent space themselves, so one coherent sample
+    covers the whole image (:meth:`sample`).
     """
 
     def __init__(
@@ -36,24 +37,23 @@ class Restorer:
         precision: str = "auto",
     ):
         from unblur.device import pick_device, resolve_precision
-        from unblur.nn import generative
         from unblur.zoo import load_model
 
         self.device = pick_device(device)
         self.model, self.meta = load_model(model, self.device, sd=sd)
-        self.generative = generative(self.meta["arch"])
+        self.generative = self.model.generative
         self.tile = default_tile(self.device, self.generative) if tile is None else tile
         self.overlap = overlap
         # regression networks run in bf16 where the hardware computes it natively (see unblur.device);
         # diffusion models keep fp32: their many sampling steps compound rounding
-        self.dtype = resolve_precision(precision, self.device) if not self.generative else torch.float32
-        if precision not in ("auto", "fp32") and self.generative:
+        if self.model.low_precision is None and precision not in ("auto", "fp32"):
             raise ValueError(f"--precision {precision} is for regression models; diffusion models run in fp32")
+        self.dtype = torch.float32 if self.model.low_precision is None else resolve_precision(precision, self.device)
         self._prepare()
-        # models with a global prior (BlurDM): computed per tile, or once per image and shared by its tiles
+        # a global prior (BlurDM): computed per tile, or once per image and shared by its tiles
         if prior not in ("tile", "image"):
             raise ValueError(f"prior must be 'tile' or 'image', got {prior!r}")
-        self.prior = prior if hasattr(self.model, "image_prior") else "tile"
+        self.prior = prior
         if (steps is not None or seed) and not self.generative:
             raise ValueError("steps and seed are options of diffusion models; this model is deterministic")
         if steps is not None and steps < 1:
@@ -62,16 +62,15 @@ class Restorer:
 
     def _prepare(self) -> None:
         """Channels-last weights on the CPU (oneDNN's fast layout); the weights themselves in bf16/fp16 for a
-        plain backbone (no casts at every layer), autocast for a method, whose parts may need fp32."""
+        plain network (no casts at every layer), autocast for a method whose parts may need fp32."""
         from unblur.device import channels_last
-        from unblur.nn import BACKBONES
 
         self.cast_weights = False
         if self.generative:
             return
         if self.device.type == "cpu":
             channels_last(self.model)
-        self.cast_weights = self.dtype != torch.float32 and self.meta["arch"] in BACKBONES
+        self.cast_weights = self.dtype != torch.float32 and self.model.low_precision == "weights"
         if self.cast_weights:
             self.model.to(self.dtype)
 
@@ -80,7 +79,7 @@ class Restorer:
         return count_tiles(shape, self.tile, self.overlap) if self.tile else 1
 
     @torch.no_grad()
-    def _run(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
         if min(h, w) < 16:  # reflection padding inside the network needs a few pixels: extend tiny images first
             x = F.pad(x, (0, max(0, 16 - w), 0, max(0, 16 - h)), mode="replicate")
@@ -89,7 +88,7 @@ class Restorer:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = self.dtype != torch.float32 and not self.cast_weights
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
-            y = self.model(x, **kwargs)
+            y = self.model.restore(x, prior)
         return y.float().clamp(0, 1)[..., :h, :w]
 
     needs_kernel = False
@@ -97,16 +96,14 @@ class Restorer:
     @torch.no_grad()
     def restore(self, rgb: np.ndarray, kernel: np.ndarray | None = None, progress=None) -> np.ndarray:
         """``kernel`` is accepted for a common interface with the classical methods and ignored (the network is blind).
-        ``progress(done, total)`` is called after each tile (:meth:`tiles` says how many there will be)."""
+        ``progress(done, total)`` is called after each tile, or for a diffusion model after each sampling step
+        (:meth:`tiles` says how many tiles there will be)."""
         if self.generative:
-            return self.sample(rgb, self.seed)[0]
+            return self.sample(rgb, self.seed, progress=progress)[0]
         x = image_tensor(rgb)
         if self.tile and max(x.shape[-2:]) > self.tile:
-            fn = self._run
-            if self.prior == "image":
-                z = self.model.image_prior(x.to(self.device), self.tile)
-                fn = lambda t: self._run(t, prior=z)  # noqa: E731
-            y = run_tiled(fn, x, self.tile, self.overlap, progress=progress)
+            prior = self.model.image_prior(x.to(self.device), self.tile) if self.prior == "image" else None
+            y = run_tiled(lambda t: self._run(t, prior), x, self.tile, self.overlap, progress=progress)
         else:
             y = self._run(x)
             if progress:
@@ -115,22 +112,19 @@ class Restorer:
 
     @torch.no_grad()
     def sample(
-        self, rgb: np.ndarray, seed: int, kernels: bool = False, steps: int | None = None
+        self, rgb: np.ndarray, seed: int, kernels: bool = False, steps: int | None = None, progress=None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """A diffusion model's result for ``seed`` with ``steps`` sampling steps (None: the restorer's), (H, W, 3)
-        in [0, 1], and with ``kernels`` a picture of the kernels its LKPN predicted at the last step
-        (:func:`unblur.methods.deblurdiff.kernel_map`), the same size."""
-        from unblur.methods.deblurdiff import kernel_map
-
+        in [0, 1], and with ``kernels`` a picture of the blur kernels the model predicted (the same size;
+        for the models that declare ``predicts_kernels``). ``progress(done, total)`` after every step."""
         x = image_tensor(rgb).to(self.device)
-        out = self.model(x, steps=steps or self.steps, seed=seed, tile=self.tile, return_kernels=kernels)
+        steps = steps or self.steps or self.model.default_steps
+        callback = (lambda info: progress(info["step"], info["steps"])) if progress else None
+        out = self.model.sample(x, steps, torch.Generator().manual_seed(seed), self.tile, callback, kernels=kernels)
         if not kernels:
             return tensor_image(out), None
-        image, k = out
-        picture = kernel_map(k.cpu(), self.model.kernel_size)
-        h, w = rgb.shape[:2]
-        picture = np.repeat(np.repeat(picture, self.model.factor, 0), self.model.factor, 1)[:h, :w]  # one block per latent pixel
-        return tensor_image(image), picture
+        image, picture = out
+        return tensor_image(image), tensor_image(picture)
 
 
 def default_tile(device: torch.device, generative: bool = False) -> int:

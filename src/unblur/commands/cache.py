@@ -28,18 +28,17 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import os
-
     from tqdm import tqdm
 
     from unblur.data.cache import build_cache
+    from unblur.device import cpu_cores
 
     if not Path(args.sharp_dir).is_dir():
         raise UsageError(f"{args.sharp_dir} is not a folder")
     for name in ("pairs", "crop", "shard"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
-    workers = args.workers or len(os.sched_getaffinity(0))
+    workers = args.workers or cpu_cores()
     bar = tqdm(desc=f"cache {args.preset}", unit="shard", disable=args.quiet)
 
     def progress(done: int, total: int) -> None:

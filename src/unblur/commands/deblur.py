@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from unblur.cli import UsageError, _err
@@ -44,7 +45,13 @@ def add_parser(sub) -> None:
     g.add_argument(
         "--sd", default=None, metavar="PATH", help="local Stable Diffusion 2.x folder (diffusers format) for models built on it"
     )
-    g.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the model's own, 10)")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sampling steps (default: the model's own: 10 for the bundled small models, 50 for DeblurDiff on Stable Diffusion)",
+    )
     g.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed: the same seed gives the same result (default 0)")
     g.add_argument(
         "--samples",
@@ -87,7 +94,7 @@ def run(args) -> int:
         raise UsageError(f"{args.model} is non-blind (it needs the true kernel): use it in `unblur bench` on a set with kernels")
     if (args.samples > 1 or args.save_kernels) and not restorer.generative:
         raise UsageError("--samples and --save-kernels are for diffusion models (e.g. --model deblurdiff-small)")
-    if args.save_kernels and not hasattr(restorer.model, "kernel_size"):
+    if args.save_kernels and not restorer.model.predicts_kernels:
         raise UsageError(f"--save-kernels needs a model that predicts blur kernels (deblurdiff-small); {args.model} does not")
     outdir.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[Path, str]] = []
@@ -130,13 +137,24 @@ def run(args) -> int:
 
 def restore_with_bar(restorer, rgb, quiet: bool):
     """``restorer.restore(rgb)`` with a per-tile progress bar when the photo takes several tiles."""
+    if quiet or restorer.tiles(rgb.shape[:2]) < 2:
+        return restorer.restore(rgb)
+    with progress_bar("tiles", "tile") as progress:
+        return restorer.restore(rgb, progress=progress)
+
+
+@contextmanager
+def progress_bar(desc: str, unit: str, disable: bool = False):
+    """A transient bar, and the ``progress(done, total)`` callback that moves it (the Restorer's)."""
     from tqdm import tqdm
 
-    total = restorer.tiles(rgb.shape[:2])
-    if quiet or total < 2:
-        return restorer.restore(rgb)
-    with tqdm(total=total, desc="tiles", unit="tile", leave=False, dynamic_ncols=True) as bar:
-        return restorer.restore(rgb, progress=lambda done, _: bar.update(done - bar.n))
+    with tqdm(desc=desc, unit=unit, leave=False, dynamic_ncols=True, disable=disable) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
 
 
 def outputs(outdir: Path, stem: str, samples: int, kernels: bool) -> list[Path]:
@@ -146,11 +164,13 @@ def outputs(outdir: Path, stem: str, samples: int, kernels: bool) -> list[Path]:
 
 
 def write_samples(restorer, rgb, info, targets: list[Path], args) -> None:
-    """A diffusion model's results for seeds S..S+K-1 (and the kernel picture of the first)."""
+    """A diffusion model's results for seeds S..S+K-1 (and the kernel picture of the first), with a bar of
+    sampling steps."""
     from unblur.io import write_image
 
     for k in range(args.samples):
-        image, kernels = restorer.sample(rgb, args.seed + k, kernels=args.save_kernels and k == 0)
+        with progress_bar(f"sample {k + 1}/{args.samples}", "step", disable=args.quiet) as progress:
+            image, kernels = restorer.sample(rgb, args.seed + k, kernels=args.save_kernels and k == 0, progress=progress)
         write_image(targets[k], image, info, overwrite=args.overwrite)
         if kernels is not None:
             write_image(targets[-1], kernels, overwrite=args.overwrite)  # a picture: 8-bit RGB whatever the input

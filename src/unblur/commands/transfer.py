@@ -30,9 +30,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
+    from unblur.device import pick_device
     from unblur.io import ImageError, read_image, write_image
     from unblur.restore import image_tensor, tensor_image
-    from unblur.train.loop import pick_device
     from unblur.zoo import load_model
 
     out = Path(args.output)
@@ -49,12 +49,12 @@ def run(args) -> int:
         model, _ = load_model(args.model, device)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
-    if not hasattr(model, "transfer"):
+    if not model.transfers_blur:
         raise UsageError(f"{args.model} cannot transfer blur (it does not separate structure from blur): use bd-diff-small")
     a, b = (image_tensor(rgb).to(device) for rgb, _ in images)
     generator = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        result = model.transfer(a, b, steps=args.steps or model.val_steps, generator=generator, tile=args.tile)
+        result = model.transfer(a, b, steps=args.steps or model.default_steps, generator=generator, tile=args.tile)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_image(out, tensor_image(result), images[0][1], overwrite=args.overwrite)
     print(f"{args.structure} with the blur of {args.blur} -> {out}")

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unblur.methods.base import Callback
 from unblur.methods.latent import LatentMethod
+from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import pad_to_multiple
 
 
@@ -121,6 +123,7 @@ class BlurDecoupler(nn.Module):
     structure and blur tokens concatenated, the generator's cross-attention context.
     """
 
+    @register_to_config
     def __init__(
         self,
         in_channels: int = 4,
@@ -132,15 +135,6 @@ class BlurDecoupler(nn.Module):
         heads: int = 4,
     ):
         super().__init__()
-        self.config = {
-            "in_channels": in_channels,
-            "width": width,
-            "patch": patch,
-            "structure_queries": structure_queries,
-            "blur_queries": blur_queries,
-            "layers": layers,
-            "heads": heads,
-        }
         self.encoder = FeatureEncoder(in_channels, width, patch)
         self.structure_former = QFormer(structure_queries, width, layers, heads)
         self.blur_former = QFormer(blur_queries, width, layers, heads)
@@ -177,11 +171,15 @@ class BDDiff(LatentMethod):
     stage (``vae``: the path of that stage's model file, read at construction only; the weights then
     live in this model's state dict, so ``config`` does not name the file).
 
-    Engine protocol: ``forward(x, sharp, image_loss=..., target=None)`` returns the weighted sum of the
-    three task losses (:meth:`loss`; ``image_loss`` is not used: every term lives in the latent space);
-    ``forward(x)`` deblurs (B, 3, H, W) in [0, 1], any size, with ``val_steps`` DDIM steps from seed 0.
+    The method contract: ``training_loss`` is the weighted sum of the three task losses (:meth:`loss`) with
+    each task's term for the log; :meth:`sample` deblurs (B, 3, H, W) in [0, 1], any size; :meth:`transfer`
+    renders one image with another's blur; ``data.target`` crops reach the loss as ``batch["target"]``.
     """
 
+    transfers_blur = True
+    uses_target_domain = True
+
+    @register_to_config(ignore=("vae",))
     def __init__(
         self,
         latent_channels: int = 4,
@@ -203,6 +201,7 @@ class BDDiff(LatentMethod):
         val_steps: int = 10,
         latent_scale: float | None = None,
         vae: str | None = None,
+        sampler: str = "ddim",
     ):
         from unblur.methods.small_sd import build_small_sd, load_trained_vae
 
@@ -220,7 +219,7 @@ class BDDiff(LatentMethod):
             vae=trained_vae,
             condition_channels=latent_channels,
         )
-        super().__init__(sd, latent_scale)
+        super().__init__(sd, latent_scale, val_steps, sampler)
         self.decoupler = BlurDecoupler(
             latent_channels, token_width, patch, structure_queries, blur_queries, qformer_layers, qformer_heads
         )
@@ -230,28 +229,7 @@ class BDDiff(LatentMethod):
         # parts no task uses are frozen: data-parallel training needs a gradient for every trained weight
         self.decoupler.sharp_tokens.requires_grad_(bool(w_deblur))
         self.decoupler.blur_former.requires_grad_(bool(w_transfer or w_recon))
-        self.w_consistency, self.consistency_t_max, self.val_steps = w_consistency, consistency_t_max, val_steps
-        self.last_losses: dict[str, float] = {}  # the separate terms of the last training step, for logging
-        self.config = {
-            "latent_channels": latent_channels,
-            "vae_widths": list(vae_widths),
-            "unet_widths": list(unet_widths),
-            "unet_heads": unet_heads,
-            "prediction_type": prediction_type,
-            "token_width": token_width,
-            "patch": patch,
-            "structure_queries": structure_queries,
-            "blur_queries": blur_queries,
-            "qformer_layers": qformer_layers,
-            "qformer_heads": qformer_heads,
-            "w_deblur": w_deblur,
-            "w_transfer": w_transfer,
-            "w_recon": w_recon,
-            "w_consistency": w_consistency,
-            "consistency_t_max": consistency_t_max,
-            "val_steps": val_steps,
-            "latent_scale": latent_scale,
-        }
+        self.w_consistency, self.consistency_t_max = w_consistency, consistency_t_max
 
     def generate(self, z_t: torch.Tensor, t: torch.Tensor, structure_map: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The UNet's prediction (noise or v) for z_t (B, C, h, w) at timesteps t (B,), given the structure map
@@ -266,7 +244,7 @@ class BDDiff(LatentMethod):
         z0, maps, contexts = (torch.cat(parts) for parts in zip(*tasks.values()))
         z_t, noise, t = self.noisy(z0, generator=generator)
         pred = self.generate(z_t, t, maps, contexts)
-        err = F.mse_loss(pred.float(), self.prediction_target(z0, noise, t).float(), reduction="none").mean((1, 2, 3))
+        err = F.mse_loss(pred.float(), self.schedule.target(z0, noise, t).float(), reduction="none").mean((1, 2, 3))
         return {name: e.mean() for name, e in zip(tasks, err.split([len(z) for z, _, _ in tasks.values()]))}
 
     def unpaired_consistency(self, z_blur, source: Reading, b_target, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -276,7 +254,7 @@ class BDDiff(LatentMethod):
         no gradient."""
         z_t, _, t = self.noisy(z_blur, self.consistency_t_max, generator)
         pred = self.generate(z_t, t, source.structure_map, self.decoupler.condition(source.structure, b_target))
-        found = self.decoupler.read(self.predicted_x0(z_t, pred, t))
+        found = self.decoupler.read(self.schedule.predicted_x0(z_t, pred, t))
         pairs = ((found.blur, b_target), (found.structure, source.structure), (found.structure_map, source.structure_map))
         return sum(F.mse_loss(a.float(), b.detach().float()) for a, b in pairs)
 
@@ -286,7 +264,7 @@ class BDDiff(LatentMethod):
         sharp: torch.Tensor,
         target: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The three tasks' weighted loss on synthetic pairs (B, 3, H, W) in [0, 1] and, optionally, unpaired
         blurred images ``target`` (B_t, 3, H, W) of the target domain. Tasks with weight 0 are skipped.
         "structure(z)" below is z's structure map and tokens.
@@ -295,7 +273,7 @@ class BDDiff(LatentMethod):
         2. transfer: structure(z_sharp) + blur(z_blur) -> z_blur (supervised: the synthesizer made z_blur),
            plus ``w_consistency`` x :meth:`unpaired_consistency` with the blur of ``target`` when given;
         3. recon: structure(z) + blur(z) -> z for the blurred images (and the target's).
-        ``last_losses`` keeps every term as a float.
+        Returns (the weighted sum, every term as a float).
         """
         w, d = self.weights, self.decoupler
         z_blur, z_sharp = self.encode(blurred), self.encode(sharp)
@@ -320,30 +298,12 @@ class BDDiff(LatentMethod):
             b_target = r_target.blur[torch.arange(len(z_blur)) % len(z_target)]  # target i mod B_t for source i
             terms["consistency"] = self.unpaired_consistency(z_blur, r_sharp, b_target, generator)
             total = total + w["transfer"] * self.w_consistency * terms["consistency"]
-        self.last_losses = dict(zip(terms, torch.stack(list(terms.values())).detach().tolist()))
-        return total
+        return total, dict(zip(terms, torch.stack(list(terms.values())).detach().tolist()))
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        sharp: torch.Tensor | None = None,
-        image_loss=None,
-        target: torch.Tensor | None = None,
-        *,
-        steps: int | None = None,
-        seed: int = 0,
-        tile: int = 0,
-        return_kernels: bool = False,
-    ) -> torch.Tensor:
-        """Training (``image_loss`` given): :meth:`loss`. Otherwise deblur ``x`` with ``steps`` (default
-        ``val_steps``) DDIM steps from seed ``seed``, in latent tiles above ``tile`` pixels (0: whole)."""
-        if image_loss is not None:
-            if sharp is None:
-                raise ValueError("BD-Diff trains on pairs: forward(blurred, sharp, image_loss=...)")
-            return self.loss(x, sharp, target)
-        if return_kernels:
-            raise ValueError("BD-Diff predicts no blur kernels")
-        return self.sample(x, steps or self.val_steps, torch.Generator().manual_seed(seed), tile)
+    def training_loss(self, batch: dict[str, torch.Tensor], image_loss) -> tuple[torch.Tensor, dict[str, float]]:
+        """:meth:`loss` (``image_loss`` is not used: every term lives in the latent space), noise from the global
+        generator, which the engine seeds and checkpoints."""
+        return self.loss(batch["blurred"], batch["sharp"], batch.get("target"))
 
     # -- sampling -----------------------------------------------------------------------------
     def structure_predictor(self, blur_tokens):
@@ -359,16 +319,34 @@ class BDDiff(LatentMethod):
         return predict
 
     @torch.no_grad()
-    def sample(self, blurred: torch.Tensor, steps: int = 20, generator: torch.Generator | None = None, tile: int = 0):
-        """Deblur (B, 3, H, W) in [0, 1], any size: structure(blurred) + the sharp tokens. Deterministic for a generator seed."""
-        return self.render_image(blurred, self.structure_predictor(self.decoupler.sharp_blur), steps, generator, tile)[0]
+    def sample(
+        self,
+        blurred: torch.Tensor,
+        steps: int = 20,
+        generator: torch.Generator | None = None,
+        tile: int = 0,
+        callback: Callback | None = None,
+        kernels: bool = False,
+    ) -> torch.Tensor:
+        """Deblur (B, 3, H, W) in [0, 1], any size: structure(blurred) + the sharp tokens, ``steps`` sampler steps,
+        in latent tiles above ``tile`` pixels (0: whole). Deterministic for a generator seed."""
+        if kernels:
+            raise ValueError("BD-Diff predicts no blur kernels")
+        predict = self.structure_predictor(self.decoupler.sharp_blur)
+        return self.render_image(blurred, predict, steps, generator, tile, callback)[0]
 
     @torch.no_grad()
     def transfer(
-        self, structure_image: torch.Tensor, blur_image: torch.Tensor, steps: int = 20, generator=None, tile: int = 0
+        self,
+        structure: torch.Tensor,
+        blur: torch.Tensor,
+        steps: int = 20,
+        generator: torch.Generator | None = None,
+        tile: int = 0,
+        callback: Callback | None = None,
     ) -> torch.Tensor:
-        """``structure_image``'s content (B, 3, H, W) with ``blur_image``'s blur pattern ((B or 1, 3, H', W'), any
-        size): (B, 3, H, W) in [0, 1], colours matched to ``structure_image``. Deterministic for a generator seed."""
-        blur = self.decoupler.blur(self.encode(pad_to_multiple(blur_image, self.multiple)[0], tile))
-        predict = self.structure_predictor(lambda batch: blur.expand(batch, -1, -1))
-        return self.render_image(structure_image, predict, steps, generator, tile)[0]
+        """``structure``'s content (B, 3, H, W) with ``blur``'s blur pattern ((B or 1, 3, H', W'), any size):
+        (B, 3, H, W) in [0, 1], colours matched to ``structure``. Deterministic for a generator seed."""
+        tokens = self.decoupler.blur(self.encode(pad_to_multiple(blur, self.multiple)[0], tile))
+        predict = self.structure_predictor(lambda batch: tokens.expand(batch, -1, -1))
+        return self.render_image(structure, predict, steps, generator, tile, callback)[0]

@@ -19,15 +19,16 @@ synthesizer (see :meth:`BlurDM.exposure_loss` and docs/methods/blurdm.md).
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unblur.diffusion.blur_diffusion import BlurSchedule, sample
+from unblur.losses import charbonnier
+from unblur.methods.base import Method
+from unblur.nn import build as build_backbone
+from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import eval_frozen, pad_to_multiple
-from unblur.train.losses import charbonnier
 
 
 class ResBlock(nn.Module):
@@ -96,8 +97,9 @@ class Estimator(nn.Module):
         return self.net(torch.cat([z_blur, level, z_t], dim=1))
 
 
-class BlurDM(nn.Module):
-    """A backbone with BlurDM's prior. ``forward(blurred, sharp=None)`` -> (B, 3, H, W) in [0, 1].
+class BlurDM(Method):
+    """A backbone with BlurDM's prior, as a :class:`~unblur.methods.base.Method`: ``restore(blurred)`` ->
+    (B, 3, H, W) in [0, 1]; ``training_loss`` is the loss of the configured stage.
 
     backbone / backbone_config: any backbone of :mod:`unblur.nn` (built with ``prior_dim=dim``).
     encoder_channels / encoder_blocks / dim / estimator_hidden: sizes (authors: 64 / 6 / 256 / 256).
@@ -105,9 +107,10 @@ class BlurDM(nn.Module):
     exposure_weight: weight of :meth:`exposure_loss`, added to the loss of stage 2 or 3 (0: off, the
     authors' training; a config sets it per stage). Training then needs each sample's partial
     exposures: build the data with ``SyntheticPairs(..., exposure_fractions=model.exposure_fractions)``
-    and pass its ``exposures`` to :meth:`forward`.
+    and the engine passes its ``exposures`` in the batch.
     """
 
+    @register_to_config
     def __init__(
         self,
         backbone: str = "nafnet",
@@ -123,31 +126,15 @@ class BlurDM(nn.Module):
         exposure_weight: float = 0.0,
     ):
         super().__init__()
-        from unblur import nn as backbones
-
         backbone_config = {k: v for k, v in (backbone_config or {}).items() if k != "prior_dim"}
-        self.config = {
-            "backbone": backbone,
-            "backbone_config": backbone_config,
-            "encoder_channels": encoder_channels,
-            "encoder_blocks": encoder_blocks,
-            "dim": dim,
-            "estimator_hidden": estimator_hidden,
-            "steps": steps,
-            "alpha_end": alpha_end,
-            "beta_end": beta_end,
-            "stage": stage,
-            "exposure_weight": exposure_weight,
-        }
         if exposure_weight and steps < 2:
             raise ValueError("BlurDM's exposure loss supervises the intermediate steps: it needs steps >= 2")
-        self.backbone = backbones.build(backbone, {**backbone_config, "prior_dim": dim})
+        self.backbone = build_backbone(backbone, {**backbone_config, "prior_dim": dim})
         self.sharp_encoder = PriorEncoder(2, encoder_channels, encoder_blocks, dim, norm=True)
         self.blur_encoder = PriorEncoder(1, encoder_channels, encoder_blocks, dim, norm=False)
         self.residual_net = Estimator(dim, estimator_hidden)
         self.noise_net = Estimator(dim, estimator_hidden)
         self.schedule = BlurSchedule(steps, alpha_end, beta_end)
-        self.multiscale_backbone = "all_scales" in inspect.signature(self.backbone.forward).parameters
         self.set_stage(stage)
 
     # -- stages -----------------------------------------------------------------------------
@@ -169,11 +156,6 @@ class BlurDM(nn.Module):
         if mode:
             eval_frozen(self)
         return self
-
-    @property
-    def needs_sharp(self) -> bool:
-        """Stage 1 restores with SE's prior, which needs the sharp image (validation passes it)."""
-        return self.stage == 1
 
     @property
     def exposure_fractions(self) -> tuple[float, ...] | None:
@@ -209,7 +191,7 @@ class BlurDM(nn.Module):
             raise ValueError(
                 f"BlurDM's exposure loss needs the {n} partial exposures of every sample (B, {n}, 3, H, W): "
                 "make the data with SyntheticPairs(..., exposure_fractions=model.exposure_fractions) and pass "
-                "them as forward(..., exposures=...)"
+                "them as batch['exposures']"
             )
         with torch.no_grad():  # SE is frozen in stages 2 and 3
             b = blurred.shape[0]
@@ -233,43 +215,49 @@ class BlurDM(nn.Module):
         z_blur = self.blur_encoder.mlp(total / area)
         return sample(self.schedule, self.residual_net, self.noise_net, z_blur)
 
-    def forward(
-        self,
-        blurred: torch.Tensor,
-        sharp: torch.Tensor | None = None,
-        image_loss=None,
-        prior: torch.Tensor | None = None,
-        exposures: torch.Tensor | None = None,
-    ):
-        """Restore ``blurred`` (B, 3, H, W) in [0, 1]. With ``image_loss`` (training) returns the
-        stage's loss instead: the image loss of the restoration, or in stage 2 the latent loss,
-        plus ``exposure_weight`` x :meth:`exposure_loss` of ``exposures`` when the option is on.
-        ``prior`` (B or 1, dim), when given, replaces the one computed from ``blurred`` (a whole
-        image's prior for one of its tiles, see :meth:`image_prior`)."""
-        if prior is not None:
-            return self.backbone(blurred, prior.expand(blurred.shape[0], -1))
+    # -- the method contract (see unblur.methods.base) ------------------------------------------------
+    def restore(self, blurred: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore ``blurred`` (B, 3, H, W) in [0, 1] with the diffused prior (stages 2 and 3). ``prior``
+        (B or 1, dim), when given, replaces the one computed from ``blurred`` (a whole image's prior for
+        one of its tiles, see :meth:`image_prior`)."""
+        if prior is None:
+            if self.stage == 1:
+                raise ValueError("BlurDM stage 1 restores with the sharp encoder's prior: it needs the sharp image")
+            prior = self._sampled_prior(blurred)
+        return self.backbone(blurred, prior.expand(blurred.shape[0], -1))
+
+    def validation_output(self, blurred: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
+        """Stage 1 restores with SE's prior, which sees the sharp image; the other stages as at inference."""
+        if self.stage == 1:
+            return self.backbone(blurred, self.sharp_encoder(blurred, sharp))
+        return self.restore(blurred)
+
+    def training_loss(self, batch: dict[str, torch.Tensor], image_loss) -> tuple[torch.Tensor, dict[str, float]]:
+        """The stage's loss: the image loss of the restoration, or in stage 2 the latent loss, plus
+        ``exposure_weight`` x :meth:`exposure_loss` of ``batch["exposures"]`` when the option is on."""
+        blurred, sharp = batch["blurred"], batch["sharp"]
         means = None
         if self.stage == 1:
-            if sharp is None:
-                raise ValueError("BlurDM stage 1 restores with the sharp encoder's prior: it needs the sharp image")
             prior = self.sharp_encoder(blurred, sharp)
         else:
-            # drawn on the CPU generator, which checkpoints save: resumed runs draw the same noise
-            noise = torch.randn(blurred.shape[0], self.config["dim"]).to(blurred.device) if self.training else None
-            means = [] if image_loss is not None and self.exposure_fractions is not None else None
-            prior = self.diffused_prior(blurred, noise, means)
-            if self.stage == 2 and image_loss is not None:
+            means = [] if self.exposure_fractions is not None else None
+            prior = self._sampled_prior(blurred, means)
+            if self.stage == 2:
                 with torch.no_grad():
                     target = self.sharp_encoder(blurred, sharp)
-                return self._plus_exposure_loss(charbonnier(prior, target), blurred, means, exposures)
-        if image_loss is None:
-            return self.backbone(blurred, prior)
+                return self._plus_exposure_loss(charbonnier(prior, target), blurred, means, batch.get("exposures")), {}
         # multi-scale backbones (MIMO-UNet+) are trained on every scale, as they are without BlurDM
-        if self.multiscale_backbone and image_loss.cfg["multiscale"]:
+        if self.backbone.multiscale and image_loss.multiscale:
             loss = image_loss(self.backbone(blurred, prior, all_scales=True), sharp)
         else:
             loss = image_loss(self.backbone(blurred, prior), sharp)
-        return self._plus_exposure_loss(loss, blurred, means, exposures)
+        return self._plus_exposure_loss(loss, blurred, means, batch.get("exposures")), {}
+
+    def _sampled_prior(self, blurred: torch.Tensor, means: list | None = None) -> torch.Tensor:
+        """:meth:`diffused_prior` from noise in training (a sample, as the authors train), the mean path otherwise."""
+        # drawn on the CPU generator, which checkpoints save: resumed runs draw the same noise
+        noise = torch.randn(blurred.shape[0], self.config["dim"]).to(blurred.device) if self.training else None
+        return self.diffused_prior(blurred, noise, means)
 
     def _plus_exposure_loss(self, loss: torch.Tensor, blurred: torch.Tensor, means: list | None, exposures) -> torch.Tensor:
         """The stage's loss, plus the weighted exposure loss when it applies (``means`` collected)."""

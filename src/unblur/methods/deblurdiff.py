@@ -1,6 +1,6 @@
 """DeblurDiff (Zou et al., 2025): a latent diffusion model steered by a re-estimated, deblurred latent.
 
-Wiring (facts from the authors' code, see ``../shared/DESIGN.md`` §4):
+Wiring (facts from the authors' code, see ``docs/design.md``, "DeblurDiff"):
 
 * a frozen latent diffusion model: VAE + denoising UNet (Stable Diffusion 2.x when the user has
   it on disk, :func:`unblur.methods.sd_loading.load_sd`; or a small one trained by us);
@@ -10,8 +10,8 @@ Wiring (facts from the authors' code, see ``../shared/DESIGN.md`` §4):
   the same as DiffBIR's extra zero-initialised input channels;
 * z_s = EAC(z_blur, LKPN(z_blur, z_t, t)): per-pixel kernels predicted from the current noisy
   latent at every step (:mod:`unblur.methods.deblurdiff_core`);
-* loss MSE(prediction, target) + lambda * MSE(z_s, z_sharp); sampling with DDIM, then an AdaIN
-  colour fix to the input.
+* loss MSE(prediction, target) + lambda * MSE(z_s, z_sharp); sampling with DDIM (``sampler: ddpm``:
+  ancestral DDPM, as the authors sample), then an AdaIN colour fix to the input.
 
 Images are (B, 3, H, W) in [0, 1] with H, W multiples of the VAE's downsampling factor (8 for SD;
 callers pad). The empty prompt is an all-zero text embedding: we do not load a text encoder
@@ -25,12 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from unblur.methods.deblurdiff_core import LKPN, eac
+from unblur.methods.base import Callback
 from unblur.methods.latent import LatentMethod
 from unblur.methods.sd_loading import LatentDiffusion
+from unblur.nn.configurable import register_to_config
 
 
 class DeblurDiff(LatentMethod):
     """The trainable ControlNet + LKPN around a frozen latent diffusion model ``sd``."""
+
+    predicts_kernels = True
 
     def __init__(
         self,
@@ -40,8 +44,9 @@ class DeblurDiff(LatentMethod):
         latent_weight: float = 1.0,
         val_steps: int = 50,
         latent_scale: float | None = None,
+        sampler: str = "ddim",
     ):
-        super().__init__(sd, latent_scale)
+        super().__init__(sd, latent_scale, val_steps, sampler)
         from diffusers import ControlNetModel
 
         self.unet.requires_grad_(False).eval()
@@ -51,7 +56,6 @@ class DeblurDiff(LatentMethod):
         )
         self.lkpn = LKPN(latent_channels=c, width=lkpn_width, kernel_size=kernel_size)
         self.kernel_size, self.latent_weight = kernel_size, latent_weight
-        self.val_steps = val_steps  # sampling steps when none are asked for (the authors sample 50)
 
     def context(self, batch: int, device) -> torch.Tensor:
         """The empty prompt: (B, 1, cross_attention_dim) zeros (see the module docstring)."""
@@ -70,27 +74,12 @@ class DeblurDiff(LatentMethod):
         z_blur, z_sharp = self.encode(blurred), self.encode(sharp)
         z_t, noise, t = self.noisy(z_sharp, generator=generator)
         pred, z_s = self.denoise(z_t, t, z_blur)
-        return F.mse_loss(pred, self.prediction_target(z_sharp, noise, t)) + self.latent_weight * F.mse_loss(z_s, z_sharp)
+        return F.mse_loss(pred, self.schedule.target(z_sharp, noise, t)) + self.latent_weight * F.mse_loss(z_s, z_sharp)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        sharp: torch.Tensor | None = None,
-        image_loss=None,
-        *,
-        steps: int | None = None,
-        seed: int = 0,
-        tile: int = 512,
-        return_kernels: bool = False,
-    ):
-        """Engine protocol: with ``image_loss`` (the engine's; unused, DeblurDiff has its own) the training loss
-        on (x, sharp), noise and timesteps from the global generator, which the engine seeds and
-        checkpoints; without, the deblurred x, (B, 3, H, W) in [0, 1], any size: padded to
-        :attr:`multiple`, ``steps`` DDIM steps (default ``val_steps``) from ``seed``, tiled above ``tile``
-        pixels; ``return_kernels`` adds the kernels (see :meth:`sample`)."""
-        if image_loss is not None:
-            return self.loss(x, sharp)
-        return self.sample(x, steps or self.val_steps, torch.Generator().manual_seed(seed), tile, return_kernels)
+    def training_loss(self, batch: dict[str, torch.Tensor], image_loss) -> tuple[torch.Tensor, dict[str, float]]:
+        """:meth:`loss` (``image_loss`` is not used: both terms live in the latent space); noise and timesteps
+        come from the global generator, which the engine seeds and checkpoints."""
+        return self.loss(batch["blurred"], batch["sharp"]), {}
 
     @torch.no_grad()
     def sample(
@@ -99,24 +88,29 @@ class DeblurDiff(LatentMethod):
         steps: int = 20,
         generator: torch.Generator | None = None,
         tile: int = 0,
-        return_kernels: bool = False,
+        callback: Callback | None = None,
+        kernels: bool = False,
     ):
-        """Deblur (B, 3, H, W) in [0, 1], any size (padded to :attr:`multiple`, cropped back) with ``steps`` DDIM
+        """Deblur (B, 3, H, W) in [0, 1], any size (padded to :attr:`multiple`, cropped back) with ``steps`` sampler
         steps; the same generator seed gives the same image. ``tile`` > 0 (B = 1): VAE and UNet on
-        overlapping tiles (:meth:`render`). ``return_kernels``: also the kernels the LKPN predicts for the
-        result (z_t = the final latent, t = 0), (B, C*k*k, ceil(H/f), ceil(W/f)).
+        overlapping tiles (:meth:`render`). ``kernels``: also a picture of the kernels the LKPN predicts for
+        the result (z_t = the final latent, t = 0; :func:`kernel_map`), (B, 3, H, W) in [0, 1], one block of
+        f x f pixels per latent pixel.
         """
         c, (h, w) = self.unet.config.in_channels, blurred.shape[-2:]
 
         def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # u: cat(z_t, z_blur)
             return self.denoise(u[:, :c], t.expand(len(u)), u[:, c:])[0]
 
-        image, z, z_blur = self.render_image(blurred, predict, steps, generator, tile)
-        if not return_kernels:
+        image, z, z_blur = self.render_image(blurred, predict, steps, generator, tile, callback)
+        if not kernels:
             return image
         t0 = torch.zeros(1, dtype=torch.long, device=z.device)
-        kernels = self.over_latent(lambda u: self.lkpn(u[:, c:], u[:, :c], t0.expand(len(u))), torch.cat([z, z_blur], 1), tile)
-        return image, kernels[..., : -(-h // self.factor), : -(-w // self.factor)]
+        taps = self.over_latent(lambda u: self.lkpn(u[:, c:], u[:, :c], t0.expand(len(u))), torch.cat([z, z_blur], 1), tile)
+        f = self.factor
+        taps = taps[..., : -(-h // f), : -(-w // f)]  # the latent pixels of the image, not of its padding
+        pictures = [np.repeat(np.repeat(kernel_map(k[None].cpu(), self.kernel_size), f, 0), f, 1)[:h, :w] for k in taps]
+        return image, torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).to(image.device)
 
 
 def kernel_map(kernels: torch.Tensor, k: int) -> np.ndarray:
@@ -158,6 +152,7 @@ class DeblurDiffSmall(DeblurDiff):
     Its model file holds every weight (VAE included: a few MiB).
     """
 
+    @register_to_config(ignore=("vae",))
     def __init__(
         self,
         latent_channels: int = 4,
@@ -172,6 +167,7 @@ class DeblurDiffSmall(DeblurDiff):
         val_steps: int = 10,
         latent_scale: float | None = None,
         vae: str | None = None,
+        sampler: str = "ddim",
     ):
         from unblur.methods.small_sd import build_small_sd, load_trained_vae
 
@@ -183,21 +179,8 @@ class DeblurDiffSmall(DeblurDiff):
             prediction_type=prediction_type,
             vae=load_trained_vae(vae, latent_channels, vae_widths) if vae else None,
         )
-        super().__init__(sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale)
+        super().__init__(sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale, sampler)
         self.unet.requires_grad_(train_unet)
-        self.config = {
-            "latent_channels": latent_channels,
-            "vae_widths": list(vae_widths),
-            "unet_widths": list(unet_widths),
-            "cross_attention_dim": cross_attention_dim,
-            "prediction_type": prediction_type,
-            "kernel_size": kernel_size,
-            "lkpn_width": lkpn_width,
-            "latent_weight": latent_weight,
-            "train_unet": train_unet,
-            "val_steps": val_steps,
-            "latent_scale": latent_scale,
-        }
 
 
 class DeblurDiffSD(DeblurDiff):
@@ -209,17 +192,19 @@ class DeblurDiffSD(DeblurDiff):
     machine with ``unblur deblur --sd PATH`` pointing at that machine's copy of the same SD weights.
     """
 
-    def __init__(self, sd: str, kernel_size: int = 5, lkpn_width: int = 64, latent_weight: float = 1.0, val_steps: int = 50):
+    @register_to_config
+    def __init__(
+        self,
+        sd: str,
+        kernel_size: int = 5,
+        lkpn_width: int = 64,
+        latent_weight: float = 1.0,
+        val_steps: int = 50,
+        sampler: str = "ddim",
+    ):
         from unblur.methods.sd_loading import load_sd
 
-        super().__init__(load_sd(sd), kernel_size, lkpn_width, latent_weight, val_steps)
-        self.config = {
-            "sd": str(sd),
-            "kernel_size": kernel_size,
-            "lkpn_width": lkpn_width,
-            "latent_weight": latent_weight,
-            "val_steps": val_steps,
-        }
+        super().__init__(load_sd(sd), kernel_size, lkpn_width, latent_weight, val_steps, sampler=sampler)
 
     FROZEN = ("unet.", "vae.")
 

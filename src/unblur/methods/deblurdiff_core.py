@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import pad_to_multiple
 
 
@@ -95,11 +96,11 @@ class LKPN(nn.Module):
     the layout of :func:`eac`; the last convolution starts at zero so a fresh LKPN leaves z_blur unchanged.
     """
 
+    @register_to_config
     def __init__(self, latent_channels: int = 4, width: int = 64, kernel_size: int = 5, levels: int = 2):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.config = {"latent_channels": latent_channels, "width": width, "kernel_size": kernel_size, "levels": levels}
         temb_dim = 4 * width
         self.width = width
         self.time_mlp = nn.Sequential(nn.Linear(width, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))

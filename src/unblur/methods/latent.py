@@ -1,6 +1,6 @@
 """What DeblurDiff and BD-Diff share: a latent diffusion model (frozen VAE, UNet, noise schedule),
-DDIM sampling of a latent, whole or in blended tiles, and the way from an input image to a result
-(pad, encode, render, decode, crop, colour fix).
+sampling of a latent (:mod:`unblur.diffusion.samplers`, chosen by name), whole or in blended tiles,
+and the way from an input image to a result (pad, encode, render, decode, crop, colour fix).
 
 Images are (B, 3, H, W) in [0, 1]; latents (B, C, H/f, W/f), scaled by ``scale`` so the diffusion
 model sees about unit variance (Stable Diffusion: 0.18215; our small VAE: measured, see
@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from unblur.diffusion.samplers import get_sampler
+from unblur.methods.base import Callback, Method
 from unblur.methods.sd_loading import LatentDiffusion
 from unblur.nn.layers import eval_frozen, pad_to_multiple
 from unblur.tiling import run_tiled
@@ -27,14 +29,24 @@ def adain_colour_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 
     return (image - mu_i) / sd_i * sd_r + mu_r
 
 
-class LatentMethod(nn.Module):
-    """A method built on ``sd``: holds its ``unet``, ``vae`` (always frozen) and ``scheduler``."""
+class LatentMethod(Method):
+    """A generative method built on ``sd``: holds its ``unet``, ``vae`` (always frozen) and noise ``schedule``;
+    ``sampler`` names its sampler (:data:`unblur.diffusion.samplers.SAMPLERS`: ``ddim``, ``ddpm``), ``val_steps``
+    its number of sampling steps when none are asked for."""
 
-    def __init__(self, sd: LatentDiffusion, latent_scale: float | None = None):
+    generative = True
+    low_precision = None  # fp32: the sampling steps compound rounding
+
+    def __init__(self, sd: LatentDiffusion, latent_scale: float | None = None, val_steps: int = 20, sampler: str = "ddim"):
         super().__init__()
-        self.unet, self.vae, self.scheduler = sd.unet, sd.vae, sd.scheduler
+        self.unet, self.vae, self.schedule = sd.unet, sd.vae, sd.schedule
         self.scale = latent_scale or sd.scale
+        self.val_steps, self.sampler = val_steps, get_sampler(sampler)
         self.vae.requires_grad_(False).eval()
+
+    @property
+    def default_steps(self) -> int:
+        return self.val_steps
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -87,20 +99,9 @@ class LatentMethod(nn.Module):
         """Noise and timesteps t in [0, t_max) (default: the whole schedule) drawn on the CPU generator
         (the engine seeds and checkpoints the global one): returns (z_t, noise, t)."""
         noise = torch.randn(z0.shape, generator=generator).to(z0)
-        t = torch.randint(0, t_max or self.scheduler.config.num_train_timesteps, (z0.shape[0],), generator=generator)
+        t = torch.randint(0, t_max or self.schedule.num_train_timesteps, (z0.shape[0],), generator=generator)
         t = t.to(z0.device)
-        return self.scheduler.add_noise(z0, noise, t), noise, t
-
-    def prediction_target(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the UNet learns to predict: the noise, or v (SD 2.x's v-prediction)."""
-        return noise if self.scheduler.config.prediction_type == "epsilon" else self.scheduler.get_velocity(z0, noise, t)
-
-    def predicted_x0(self, z_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The one-step estimate of the clean latent from the UNet's prediction at (z_t, t)."""
-        a = self.scheduler.alphas_cumprod.to(z_t.device)[t].view(-1, 1, 1, 1).to(z_t.dtype)
-        if self.scheduler.config.prediction_type == "epsilon":
-            return (z_t - (1 - a).sqrt() * pred) / a.sqrt()
-        return a.sqrt() * z_t - (1 - a).sqrt() * pred
+        return self.schedule.add_noise(z0, noise, t), noise, t
 
     # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -111,6 +112,7 @@ class LatentMethod(nn.Module):
         steps: int,
         generator: torch.Generator | None = None,
         tile: int = 0,
+        callback: Callback | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A new image conditioned on ``image`` (B, 3, H, W) in [0, 1], any size: padded to :attr:`multiple`,
         encoded into z_cond, a latent rendered from noise (:meth:`render` with ``predict``), decoded,
@@ -120,7 +122,7 @@ class LatentMethod(nn.Module):
         """
         x, (h, w) = pad_to_multiple(image, self.multiple)
         z_cond = self.encode(x, tile)
-        z = self.render(z_cond, predict, steps, generator, tile)
+        z = self.render(z_cond, predict, steps, generator, tile, callback)
         return adain_colour_fix(self.decode(z, tile)[..., :h, :w], image).clamp(0, 1), z, z_cond
 
     @torch.no_grad()
@@ -131,23 +133,21 @@ class LatentMethod(nn.Module):
         steps: int,
         generator: torch.Generator | None = None,
         tile: int = 0,
+        callback: Callback | None = None,
     ) -> torch.Tensor:
-        """A latent the size of ``z_cond`` (B, C, h, w), from noise in ``steps`` DDIM steps.
+        """A latent the size of ``z_cond`` (B, C, h, w), from noise in ``steps`` steps of the method's sampler.
 
         ``predict(t, u)`` is the UNet's prediction for ``u = cat(z_t, z_cond)`` of a region (or all).
         ``tile`` > 0 (image pixels, B = 1): the UNet predicts on overlapping latent tiles whose
-        predictions are blended before every scheduler step, so one coherent latent is denoised
+        predictions are blended before every sampler step, so one coherent latent is denoised
         (tiles never drift apart) while memory depends on the tile only.
         """
-        from diffusers import DDIMScheduler
+        z = torch.randn(z_cond.shape, generator=generator).to(z_cond)
 
-        scheduler = DDIMScheduler.from_config(self.scheduler.config)
-        scheduler.set_timesteps(steps, device=z_cond.device)
-        z = torch.randn(z_cond.shape, generator=generator).to(z_cond) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            pred = self.over_latent(lambda part, t=t: predict(t, part), torch.cat([z, z_cond], 1), tile)
-            z = scheduler.step(pred, t, z).prev_sample
-        return z
+        def blended(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.over_latent(lambda part: predict(t, part), torch.cat([z_t, z_cond], 1), tile)
+
+        return self.sampler(blended, z, self.schedule, steps, generator, callback)
 
     def over_latent(self, fn: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor, tile: int = 0) -> torch.Tensor:
         """``fn`` over the latent-sized ``u`` (B, ., h, w): whole, or (``tile`` > 0 image pixels, B = 1) over

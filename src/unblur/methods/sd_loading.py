@@ -16,9 +16,12 @@ Needs the optional extra ``unblur[diffusion]`` (the ``diffusers`` package).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from unblur.diffusion.schedules import NoiseSchedule
 
 REQUIRED = {
     "unet": ("unet/config.json", "UNet2DConditionModel"),
@@ -35,11 +38,12 @@ class SDFolderError(ValueError):
 
 @dataclass
 class LatentDiffusion:
-    """The parts of a latent diffusion model that the methods use. ``scale``: the VAE's latent scaling factor."""
+    """The parts of a latent diffusion model that the methods use: diffusers' UNet and VAE, our noise schedule
+    (:mod:`unblur.diffusion.schedules`); ``scale``: the VAE's latent scaling factor."""
 
     unet: object
     vae: object
-    scheduler: object
+    schedule: NoiseSchedule
     scale: float
 
 
@@ -67,7 +71,7 @@ def check_folder(path: str | Path) -> Path:
 
 
 def load_sd(path: str | Path, device="cpu", dtype=None) -> LatentDiffusion:
-    """UNet, VAE and scheduler from a local diffusers-format folder (see the module docstring)."""
+    """UNet, VAE and noise schedule from a local diffusers-format folder (see the module docstring)."""
     path = check_folder(path)
     diffusers = require_diffusers()
     kwargs = {"local_files_only": True, **({"torch_dtype": dtype} if dtype is not None else {})}
@@ -79,5 +83,8 @@ def load_sd(path: str | Path, device="cpu", dtype=None) -> LatentDiffusion:
     unet = diffusers.UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs, **variant("unet"))
     vae = diffusers.AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs, **variant("vae"))
     unet, vae = unet.to(device).eval(), vae.to(device).eval()
-    scheduler = diffusers.DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
-    return LatentDiffusion(unet, vae, scheduler, float(getattr(vae.config, "scaling_factor", 0.18215)))
+    try:
+        schedule = NoiseSchedule.from_config(json.loads((path / REQUIRED["scheduler"][0]).read_text()))
+    except ValueError as err:  # an unreadable or unsupported scheduler: one line naming the file
+        raise SDFolderError(f"--sd {path}: {REQUIRED['scheduler'][0]}: {err}") from None
+    return LatentDiffusion(unet, vae, schedule, float(getattr(vae.config, "scaling_factor", 0.18215)))

@@ -2,16 +2,19 @@
 
 No Stable Diffusion weights can be downloaded here, so DeblurDiff and BD-Diff also run on a
 latent diffusion model we train ourselves: the same diffusers classes as SD 2.x (``AutoencoderKL``,
-``UNet2DConditionModel``, ``DDPMScheduler``), narrower and shallower. The VAE downsamples by
+``UNet2DConditionModel``), narrower and shallower, with SD's noise schedule. The VAE downsamples by
 ``2 ** (len(vae_widths) - 1)`` (SD: 8; here 4 by default, so small photos keep enough latent pixels).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from unblur.diffusion.schedules import NoiseSchedule
+from unblur.methods.base import Method
 from unblur.methods.sd_loading import LatentDiffusion, require_diffusers
+from unblur.nn.configurable import register_to_config
+from unblur.nn.layers import pad_to_multiple
 
 
 def make_vae(latent_channels: int = 4, widths=(32, 64, 128)):
@@ -37,31 +40,39 @@ def make_vae(latent_channels: int = 4, widths=(32, 64, 128)):
     return vae
 
 
-class SmallVAE(nn.Module):
-    """The VAE training stage, in the engine's method protocol (``unblur train`` with ``arch: small-vae``).
+class SmallVAE(Method):
+    """The VAE training stage as a method (``unblur train`` with ``arch: small-vae``).
 
-    ``forward(x, sharp=None, image_loss=None)``: reconstructs ``sharp`` (or ``x``), (B, 3, H, W) in
-    [0, 1]; with ``image_loss`` returns image_loss(reconstruction, sharp) + kl_weight * KL, the
-    latent drawn from the posterior (its mode at evaluation). Trained on sharp photos only: the
-    VAE must reproduce detail the diffusion model will generate.
+    ``restore(x)`` reconstructs x, (B, 3, H, W) in [0, 1], through the posterior's mode; the training loss
+    is image_loss(reconstruction, sharp) + kl_weight * KL with the latent drawn from the posterior, and
+    validation scores the reconstruction of the sharp image. Trained on sharp photos only: the VAE
+    must reproduce detail the diffusion model will generate.
     """
 
-    needs_sharp = True  # validation scores the reconstruction of the sharp image
-
+    @register_to_config
     def __init__(self, latent_channels: int = 4, widths=(32, 64, 128), kl_weight: float = 1e-6):
         super().__init__()
-        self.config = {"latent_channels": latent_channels, "widths": list(widths), "kl_weight": kl_weight}
         self.vae = make_vae(latent_channels, widths)
         self.kl_weight = kl_weight
 
-    def forward(self, x: torch.Tensor, sharp: torch.Tensor | None = None, image_loss=None):
-        target = sharp if sharp is not None else x
-        posterior = self.vae.encode(target * 2 - 1).latent_dist
-        z = posterior.sample() if self.training and image_loss is not None else posterior.mode()
-        recon = (self.vae.decode(z).sample + 1) / 2
-        if image_loss is None:
-            return recon
-        return image_loss(recon, target) + self.kl_weight * posterior.kl().mean()
+    def reconstruct(self, x: torch.Tensor, sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x through the VAE, the posterior's KL per image); ``sample``: a latent drawn from the posterior, not its
+        mode. Sides that are not multiples of the VAE's downsampling are padded, and the result cropped back."""
+        padded, (h, w) = pad_to_multiple(x, 2 ** (len(self.vae.config.block_out_channels) - 1))
+        posterior = self.vae.encode(padded * 2 - 1).latent_dist
+        z = posterior.sample() if sample else posterior.mode()
+        return ((self.vae.decode(z).sample + 1) / 2)[..., :h, :w], posterior.kl()
+
+    def training_loss(self, batch: dict[str, torch.Tensor], image_loss) -> tuple[torch.Tensor, dict[str, float]]:
+        sharp = batch["sharp"]
+        recon, kl = self.reconstruct(sharp, sample=self.training)
+        return image_loss(recon, sharp) + self.kl_weight * kl.mean(), {}
+
+    def validation_output(self, blurred: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
+        return self.restore(sharp)
+
+    def restore(self, blurred: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        return self.reconstruct(blurred)[0]
 
 
 def build_small_sd(
@@ -74,7 +85,7 @@ def build_small_sd(
     vae=None,
     condition_channels: int = 0,
 ) -> LatentDiffusion:
-    """Randomly initialised UNet + DDPM scheduler (1000 steps, SD's scaled-linear betas) around ``vae``
+    """Randomly initialised UNet + noise schedule (1000 steps, SD's scaled-linear betas) around ``vae``
     (a trained ``AutoencoderKL``, e.g. ``SmallVAE``'s after its stage; default: a random one).
 
     The UNet has cross-attention in every level but the first (as SD), so BD-Diff's tokens and
@@ -96,21 +107,16 @@ def build_small_sd(
         attention_head_dim=attention_head_dim,
         norm_num_groups=min(8, unet_widths[0]),  # as the VAE: a few channels per group
     )
-    scheduler = diffusers.DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        prediction_type=prediction_type,
-    )
-    return LatentDiffusion(unet, vae, scheduler, float(vae.config.scaling_factor))
+    # the clean estimate clamped to [-1, 1] while sampling, as diffusers' DDPM scheduler did for our bundled models
+    schedule = NoiseSchedule.scaled_linear(1000, 0.00085, 0.012, prediction=prediction_type, clip=1.0)
+    return LatentDiffusion(unet, vae, schedule, float(vae.config.scaling_factor))
 
 
 def load_trained_vae(path: str, latent_channels: int | None = None, widths=None):
     """The ``AutoencoderKL`` of a model file written by the VAE stage (``arch: small-vae``), frozen, in eval
     mode; when sizes are given, checked against them: a method rebuilt from its config alone (no file)
     must have the same VAE for its state dict to load."""
-    from unblur.train.checkpoint import load_model_file
+    from unblur.modelfile import load_model_file
 
     model, meta = load_model_file(path)
     if meta["arch"] != "small-vae":

@@ -1,13 +1,18 @@
 """Network building blocks and deblurring backbones.
 
-``build(arch, config)`` makes a backbone from its name and constructor arguments;
-a model file stores exactly that pair, so any checkpoint can be rebuilt.
+``build(arch, config)`` makes a backbone from its name and constructor arguments; a model file
+stores exactly that pair (:mod:`unblur.modelfile`). To train or run one, :mod:`unblur.methods`
+wraps it in the method contract (:class:`unblur.methods.regression.Regression`).
 
-Every backbone maps (B, 3, H, W) in [0, 1] to the same shape for any H, W, takes an
-optional ``prior`` (B, prior_dim) that modulates its decoder (BlurDM's fusion, built
-with ``prior_dim > 0``), stores its constructor arguments in ``.config``, and its
-module defines ``PUBLISHED`` (the paper's size), ``TINY`` (for tests) and ``PAPER``
-(the paper's parameter count and MACs at 256x256).
+The backbone contract, which ``tests/test_backbones.py`` checks for every entry of :data:`BACKBONES`:
+
+* ``forward(x, prior=None)`` maps (B, 3, H, W) in [0, 1] to the same shape for any H, W;
+  ``prior`` (B, prior_dim) modulates the decoder (BlurDM's fusion, built with ``prior_dim > 0``);
+* ``multiscale`` (class attribute): True when ``forward(x, prior, all_scales=True)`` returns every
+  output scale, finest first (MIMO-UNet+), for the multi-scale loss;
+* ``__init__`` is decorated with :func:`unblur.nn.configurable.register_to_config` (``.config``);
+* its module defines ``PUBLISHED`` (the paper's size), ``TINY`` (for tests) and ``PAPER`` (the
+  paper's parameter count and MACs at 256x256).
 """
 
 from __future__ import annotations
@@ -24,46 +29,26 @@ BACKBONES = {
 }
 
 
-# whole methods that wrap a backbone, stored in model files like backbones: name -> module path and class
-METHODS = {
-    "blurdm": ("unblur.methods.blurdm", "BlurDM"),
-    "small-vae": ("unblur.methods.small_sd", "SmallVAE"),
-    "deblurdiff": ("unblur.methods.deblurdiff", "DeblurDiffSD"),
-    "deblurdiff-small": ("unblur.methods.deblurdiff", "DeblurDiffSmall"),
-    "bd-diff-small": ("unblur.methods.bddiff", "BDDiff"),
-}
-
-
 def backbone_module(arch: str):
     if arch not in BACKBONES:
         raise ValueError(f"unknown backbone '{arch}' (known: {', '.join(sorted(BACKBONES))})")
     return importlib.import_module(f"unblur.nn.{BACKBONES[arch][0]}")
 
 
-def architecture(arch: str) -> type:
-    """The class of a backbone or a method, by name (nothing is built)."""
-    if arch in METHODS:
-        module, cls = METHODS[arch]
-        return getattr(importlib.import_module(module), cls)
-    if arch not in BACKBONES:
-        raise ValueError(f"unknown architecture '{arch}' (known: {', '.join(sorted([*BACKBONES, *METHODS]))})")
+def backbone_class(arch: str) -> type:
+    """The class of a backbone, by name (nothing is built)."""
     return getattr(backbone_module(arch), BACKBONES[arch][1])
 
 
-def generative(arch: str) -> bool:
-    """Whether ``arch`` draws its results from noise (a diffusion method with ``sample``): it takes sampling
-    steps and a seed, and the same seed gives the same result."""
-    return hasattr(architecture(arch), "sample")
-
-
 def build(arch: str, config: dict):
-    """A backbone or a method by name, from its constructor arguments."""
-    return architecture(arch)(**config)
+    """A backbone by name, from its constructor arguments."""
+    return backbone_class(arch)(**config)
 
 
 def cost(model, size: int = 256) -> tuple[float, float]:
     """(parameters in millions, GMACs for one size x size RGB image), MACs counted by PyTorch's
-    FlopCounterMode (convolutions and matrix products; FFTs and element-wise work not counted)."""
+    FlopCounterMode (convolutions and matrix products; FFTs and element-wise work not counted).
+    ``model(x)`` must restore x: a backbone, or a method (whose ``forward`` restores)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 

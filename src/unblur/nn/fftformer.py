@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
 
 
@@ -141,6 +142,9 @@ class FFTformer(nn.Module):
     prior_dim: size of the optional prior vector that modulates the decoder and refinement blocks (0: none).
     """
 
+    multiscale = False  # one output scale (see unblur.nn)
+
+    @register_to_config
     def __init__(
         self,
         width: int = 48,
@@ -152,14 +156,6 @@ class FFTformer(nn.Module):
         prior_dim: int = 0,
     ):
         super().__init__()
-        self.config = {
-            "width": width,
-            "enc_blocks": list(enc_blocks),
-            "refinement_blocks": refinement_blocks,
-            "ffn_expand": ffn_expand,
-            "patch": patch,
-            "prior_dim": prior_dim,
-        }
         levels = len(enc_blocks)
         chans = [width * 2**i for i in range(levels)]
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
 
 
@@ -138,6 +139,9 @@ class LoFormer(nn.Module):
     prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none).
     """
 
+    multiscale = False  # one output scale (see unblur.nn)
+
+    @register_to_config
     def __init__(
         self,
         width: int = 48,
@@ -154,17 +158,6 @@ class LoFormer(nn.Module):
         super().__init__()
         if not len(enc_blocks) == len(dec_blocks) == len(heads):
             raise ValueError("enc_blocks, dec_blocks and heads need one entry per level")
-        self.config = {
-            "width": width,
-            "enc_blocks": list(enc_blocks),
-            "middle_blocks": middle_blocks,
-            "dec_blocks": list(dec_blocks),
-            "heads": list(heads),
-            "middle_heads": middle_heads,
-            "window": window,
-            "ffn_expand": ffn_expand,
-            "prior_dim": prior_dim,
-        }
         levels = len(enc_blocks)
 
         def stack(c: int, n: int, nh: int) -> nn.Sequential:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import pad_to_multiple, prior_modulations, run_modulated
 
 
@@ -102,9 +103,11 @@ class MIMOUNetPlus(nn.Module):
     prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none).
     """
 
+    multiscale = True  # forward(x, prior, all_scales=True) returns every scale, for the multi-scale loss
+
+    @register_to_config
     def __init__(self, width: int = 32, num_res: int = 20, dropout: float = 0.1, prior_dim: int = 0):
         super().__init__()
-        self.config = {"width": width, "num_res": num_res, "dropout": dropout, "prior_dim": prior_dim}
         widths = (width, 2 * width, 4 * width)
 
         def stack(c: int) -> nn.Sequential:

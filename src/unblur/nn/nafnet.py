@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
 
 
@@ -63,6 +64,9 @@ class NAFNet(nn.Module):
     prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none).
     """
 
+    multiscale = False  # one output scale (see unblur.nn)
+
+    @register_to_config
     def __init__(
         self,
         width: int = 16,
@@ -75,13 +79,6 @@ class NAFNet(nn.Module):
         super().__init__()
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError("enc_blocks and dec_blocks need one entry per level")
-        self.config = {
-            "width": width,
-            "enc_blocks": list(enc_blocks),
-            "middle_blocks": middle_blocks,
-            "dec_blocks": list(dec_blocks),
-            "prior_dim": prior_dim,
-        }
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
         self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))

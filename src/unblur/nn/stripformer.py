@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
 
 
@@ -111,6 +112,9 @@ class Stripformer(nn.Module):
     prior_dim: size of the optional prior vector that modulates the attention blocks (0: none).
     """
 
+    multiscale = False  # one output scale (see unblur.nn)
+
+    @register_to_config
     def __init__(
         self,
         widths=(64, 128, 320),
@@ -125,17 +129,6 @@ class Stripformer(nn.Module):
     ):
         super().__init__()
         c1, c2, c4 = widths
-        self.config = {
-            "widths": list(widths),
-            "res_blocks": res_blocks,
-            "pairs": pairs,
-            "heads": heads,
-            "dec_width": dec_width,
-            "dec_pairs": dec_pairs,
-            "dec_heads": dec_heads,
-            "mlp_ratio": mlp_ratio,
-            "prior_dim": prior_dim,
-        }
         # feature embedding: full -> 1/2 -> 1/4 resolution
         self.embed1 = nn.Sequential(nn.Conv2d(3, c1, 3, padding=1), act(), *[ResBlock(c1) for _ in range(res_blocks)])
         self.embed2 = nn.Sequential(nn.Conv2d(c1, c2, 3, stride=2, padding=1), act(), *[ResBlock(c2) for _ in range(res_blocks)])

@@ -73,14 +73,14 @@ def _download_name(name: str) -> str:
 
 def create_app(models: list[str], limits: Limits | None = None, device: str = "auto", tile: int | None = None) -> Starlette:
     from unblur.io import ImageError, decode_image, encode_png
-    from unblur.nn import generative as is_generative
-    from unblur.train.checkpoint import read_model_meta
+    from unblur.methods import method_class
+    from unblur.modelfile import read_model_meta
     from unblur.zoo import resolve
 
     limits = limits or Limits()
     pool = Models(models, device, tile)
     # the diffusion models, from their files' metadata: nothing is loaded before a request needs it
-    generative = [name for name in models if is_generative(read_model_meta(resolve(name))["arch"])]
+    generative = [name for name in models if method_class(read_model_meta(resolve(name))["arch"]).generative]
     workers = asyncio.Semaphore(limits.workers)
     state = {"busy": 0, "waiting": 0}
 

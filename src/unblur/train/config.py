@@ -28,15 +28,19 @@ def _yaml(text: str):
 
 
 DEFAULTS: dict = {
-    # arch names a backbone (unblur.nn.BACKBONES) or a method (blurdm); the other keys are its constructor's
+    # arch names a backbone (unblur.nn.BACKBONES) or a method (unblur.methods.METHODS); the other keys are its
+    # constructor's arguments
     "model": {"arch": "nafnet", "width": 16, "enc_blocks": [1, 1, 2, 6], "middle_blocks": 2, "dec_blocks": [1, 1, 1, 1]},
     "data": {
-        "train": "../shared/photos/train",  # folder of sharp photos
-        "val": "../shared/photos/val",  # folder of sharp photos for the fixed validation crops ("" for none)
+        # the data root: relative folders below (train, val, cache, target) are read from it; null: $UNBLUR_DATA,
+        # else the folder `shared` next to the repository (unblur.data.root)
+        "root": None,
+        "train": "photos/train",  # folder of sharp photos
+        "val": "photos/val",  # folder of sharp photos for the fixed validation crops ("" for none)
         "preset": "uniform-kernel",  # blur preset (unblur.blur.synth.PRESETS) or a mixture "a+b"
         "crop": 128,  # training crop side, pixels
         "batch": 8,  # per process (under torchrun the global batch is batch x processes)
-        "workers": 1,  # data-loader processes making pairs while the model trains
+        "workers": "auto",  # data-loader processes making pairs while the model trains; auto: the cores left per process
         "val_crop": 256,  # one centre crop of this side per validation photo
         "val_images": 24,  # the first N photos of data.val
         # folder of training pairs synthesised once (`unblur cache`), used instead of data.train + data.preset
@@ -44,7 +48,8 @@ DEFAULTS: dict = {
         "cache": None,
         "step_offset": 0,  # training step s uses batch s + step_offset (a later stage continues the data stream)
         # folder of blurred photos of a target domain, no sharp twins (BD-Diff's unpaired blur transfer): every
-        # step also gets data.batch random data.crop crops of them, passed as forward(..., target=); null: none
+        # step also gets data.batch random data.crop crops of them, batch["target"] of the method's training loss;
+        # null: none
         "target": None,
     },
     "optim": {
@@ -75,7 +80,7 @@ DEFAULTS: dict = {
         "log_every": 50,  # steps averaged per log row
         "keep": 2,  # checkpoints kept
         "tensorboard": True,  # event files in RUN_DIR/tensorboard when the package is installed
-        "init": None,  # a model file to start from (fine-tuning); its arch and config must match model
+        "init": None,  # a registered model's name or a model file to start from (fine-tuning); its weights must fit model
     },
     # a multi-stage method (BlurDM): each entry's overrides make one stage's config; the stages run in
     # order into RUN_DIR/stage-<k>, each starting from the previous one's weights

@@ -1,6 +1,8 @@
 """The training loop, readable top to bottom: build, resume, step, validate, checkpoint.
 
-Runs as one process (``unblur train``) or as N data-parallel processes under
+The model is a method (:mod:`unblur.methods.base`): the loop asks it for its training loss on each
+batch, for the restorations validation scores, and reads what extra data it declares it needs. Runs as
+one process (``unblur train``) or as N data-parallel processes under
 ``torchrun --nproc_per_node=N -m unblur train ...``: each process then trains on its
 own slice of every step's samples (see :class:`SyntheticPairs`), DistributedDataParallel
 averages the gradients, and only rank 0 validates and writes files.
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import inspect
 import math
 import os
 import time
@@ -22,20 +23,16 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from unblur import nn as backbones
+from unblur import methods
 from unblur.atomic import atomic_write
-from unblur.device import channels_last, cpu_has_bf16, pick_device
 from unblur.data.cache import CachedPairs
+from unblur.data.root import data_path
 from unblur.data.synthetic import PairsWithTarget, SyntheticPairs, UnpairedCrops, fixed_pairs, load_folder, named_batch
+from unblur.device import channels_last, data_workers, pick_device, resolve_precision
+from unblur.losses import ImageLoss
 from unblur.metrics import psnr_tensor, ssim
-from unblur.train.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    load_model_file,
-    save_checkpoint,
-    save_model_file,
-)
-from unblur.train.losses import ImageLoss
+from unblur.modelfile import load_model_file, save_model_file
+from unblur.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
 def lr_factor(step: int, warmup: int, steps: int, min_ratio: float) -> float:
@@ -57,16 +54,27 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Tensor, device, chunk: int = 4) -> dict:
-    """Mean PSNR (8-bit RGB) and SSIM (BasicSR variant) of ``model`` on a fixed validation batch."""
+    """Mean PSNR (8-bit RGB) and SSIM (BasicSR variant) of the method ``model`` on a fixed validation batch."""
     model.eval()
     psnrs, ssims = [], []
     for i in range(0, len(blurred), chunk):
         target = sharp[i : i + chunk]
-        extra = (target.to(device),) if getattr(model, "needs_sharp", False) else ()  # BlurDM stage 1
-        out = model(blurred[i : i + chunk].to(device), *extra).float().clamp(0, 1).cpu()
+        out = model.validation_output(blurred[i : i + chunk].to(device), target.to(device)).float().clamp(0, 1).cpu()
         psnrs.append(psnr_tensor(out, target))
         ssims += [ssim(o.permute(1, 2, 0).numpy(), t.permute(1, 2, 0).numpy()) for o, t in zip(out, target)]
     return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(np.mean(ssims))}
+
+
+class TrainingLoss(torch.nn.Module):
+    """A method's training loss as a module's ``forward``: DistributedDataParallel synchronises the gradients
+    of what runs through the forward of the module it wraps, and a method's forward restores."""
+
+    def __init__(self, method: torch.nn.Module, image_loss: ImageLoss):
+        super().__init__()
+        self.method, self.image_loss = method, image_loss
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.method.training_loss(batch, self.image_loss)
 
 
 def worker_init(_):
@@ -178,14 +186,17 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    amp = tc["amp"] if tc["amp"] != "auto" else ("bf16" if device.type == "cuda" or cpu_has_bf16() else "none")
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    # mixed precision: auto = bf16 where the hardware computes it natively, the Restorer's rule (unblur.device)
+    amp = torch.float32 if tc["amp"] == "none" else resolve_precision(tc["amp"], device)
+    autocast_dtype = amp if amp != torch.float32 else None
     nhwc = tc["channels_last"] if tc["channels_last"] != "auto" else device.type == "cpu"
 
     arch = cfg["model"]["arch"]
-    model = backbones.build(arch, {k: v for k, v in cfg["model"].items() if k != "arch"}).to(device)
+    model = methods.build(arch, {k: v for k, v in cfg["model"].items() if k != "arch"}).to(device)
     if tc["init"]:
-        init, meta = load_model_file(tc["init"])
+        from unblur.zoo import resolve  # a registered model's name or a model file
+
+        init, meta = load_model_file(resolve(tc["init"]))
         theirs, ours = init.state_dict(), model.state_dict()
         # the weights must fit, whatever else differs (a method's training stage, say)
         if meta["arch"] != arch or theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
@@ -202,13 +213,9 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, oc["warmup"], oc["steps"], oc["min_lr"] / oc["lr"] if oc["lr"] else 1.0)
     )
-    scaler = torch.amp.GradScaler(enabled=amp == "fp16")
+    scaler = torch.amp.GradScaler(enabled=autocast_dtype == torch.float16)
     image_loss = ImageLoss(cfg["loss"], device)
-    # multi-scale backbones (MIMO-UNet+) return every scale when asked: forward(x, all_scales=True)
-    takes = inspect.signature(model.forward).parameters
-    multiscale = cfg["loss"]["multiscale"] and "all_scales" in takes
-    computes_loss = "image_loss" in takes  # methods (BlurDM) compute their stage's loss themselves
-    if dc.get("target") and "target" not in takes:
+    if dc.get("target") and not model.uses_target_domain:
         raise ValueError(f"data.target is set but {arch} does not learn from an unpaired target domain")
 
     start, best = 0, -float("inf")
@@ -224,42 +231,45 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         if not quiet:
             print(f"resumed from {ckpt} at step {start}")
     # wrapped after loading, so every rank starts from the same (loaded) weights
+    step_loss = TrainingLoss(model, image_loss)
     net = (
-        torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        torch.nn.parallel.DistributedDataParallel(step_loss, device_ids=[local_rank] if device.type == "cuda" else None)
         if world > 1
-        else model
+        else step_loss
     )
 
     # each rank makes its slice of every step's samples: the same data as one process with world x batch
     # a method may also ask for each sample's partial exposures (BlurDM's exposure_weight): the same pairs
-    if dc.get("cache"):  # pairs synthesised once (`unblur cache`); data.preset then names the validation blur only
-        if getattr(model, "exposure_fractions", None) is not None:
+    folder = {key: data_path(dc[key], dc["root"]) for key in ("train", "val", "cache", "target")}  # below data.root
+    if folder["cache"]:  # pairs synthesised once (`unblur cache`); data.preset then names the validation blur only
+        if model.exposure_fractions is not None:
             raise ValueError("data.cache holds pairs only; a method that needs partial exposures synthesises them on the fly")
-        train_set = CachedPairs(dc["cache"], dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
+        train_set = CachedPairs(folder["cache"], dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
     else:
         train_set = SyntheticPairs(
-            load_folder(dc["train"]),
+            load_folder(folder["train"]),
             dc["crop"],
             dc["batch"],
             tc["seed"],
             dc["preset"],
             offset=rank * dc["batch"],
-            exposure_fractions=getattr(model, "exposure_fractions", None),
+            exposure_fractions=model.exposure_fractions,
         )
-    if dc.get("target"):  # BD-Diff: every step also gets crops of the unpaired blurred images of a target domain
-        target = UnpairedCrops(load_folder(dc["target"]), dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
+    if folder["target"]:  # BD-Diff: every step also gets crops of the unpaired blurred images of a target domain
+        target = UnpairedCrops(load_folder(folder["target"]), dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
         train_set = PairsWithTarget(train_set, target)
-    val_images = load_folder(dc["val"])[: dc["val_images"]] if dc.get("val") and main else []
+    val_images = load_folder(folder["val"])[: dc["val_images"]] if folder["val"] and main else []
     val_blur, val_sharp = fixed_pairs(val_images, dc["val_crop"], seed=1234, preset=dc["preset"]) if val_images else (None, None)
     last = min(oc["steps"], stop_at or oc["steps"])
+    workers = data_workers(dc["workers"], int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=None,
         sampler=range(start + dc["step_offset"], last + dc["step_offset"]),
-        num_workers=dc["workers"],
+        num_workers=workers,
         worker_init_fn=worker_init,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4 if dc["workers"] else None,
+        prefetch_factor=4 if workers else None,
         persistent_workers=False,
         # its own generator: drawing its worker seeds from the global one would shift the training
         # noise of a resumed run by one draw
@@ -270,16 +280,12 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     bar = tqdm(total=oc["steps"], initial=start, disable=quiet, dynamic_ncols=True, desc="train", unit="step")
     net.train()
     for step, batch in enumerate(loader, start=start):
-        # (blurred, sharp), or a dict of them and extras that the method's forward takes by name
-        extra = {k: t.to(device, non_blocking=True) for k, t in named_batch(batch).items()}
-        blurred, sharp = extra.pop("blurred"), extra.pop("sharp")
+        # {"blurred", "sharp"} and the extras the method declared it needs ("exposures", "target")
+        batch = {k: t.to(device, non_blocking=True) for k, t in named_batch(batch).items()}
         if nhwc:
-            blurred = blurred.contiguous(memory_format=torch.channels_last)
+            batch["blurred"] = batch["blurred"].contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            if computes_loss:
-                loss = net(blurred, sharp, image_loss=image_loss, **extra)
-            else:
-                loss = image_loss(net(blurred, all_scales=True) if multiscale else net(blurred), sharp)
+            loss, step_terms = net(batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -292,7 +298,7 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         update_ema(ema, model, min(tc["ema"], (1 + step) / (10 + step)))
         losses.append(loss.item())
         history.append(losses[-1])
-        for name, value in getattr(model, "last_losses", {}).items():  # a method's terms (BD-Diff's tasks)
+        for name, value in step_terms.items():  # a method's separate terms (BD-Diff's tasks)
             terms.setdefault(name, []).append(value)
         bar.update(1)
         done = step + 1

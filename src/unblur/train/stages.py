@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from unblur.atomic import atomic_write
-from unblur.train.checkpoint import read_model_meta
+from unblur.modelfile import read_model_meta
 from unblur.train.config import merge
 from unblur.train.loop import train
 

@@ -1,7 +1,7 @@
 """The registry of models we ship, and loading by name or path.
 
 Weights live next to this file as self-describing safetensors model files
-(see :mod:`unblur.train.checkpoint`), each with a model card ``<name>.md``.
+(see :mod:`unblur.modelfile`), each with a model card ``<name>.md``.
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def resolve(name_or_path: str | Path | None) -> Path:
 
 
 def load_model(name_or_path: str | Path | None = None, device="cpu", sd: str | None = None):
-    """Returns ``(model, meta)``: the network in eval mode on ``device`` and its file's metadata
-    (``sd``: a local Stable Diffusion folder for the models built on one)."""
-    from unblur.train.checkpoint import load_model_file
+    """Returns ``(model, meta)``: the method (:mod:`unblur.methods.base`) in eval mode on ``device`` and its
+    file's metadata (``sd``: a local Stable Diffusion folder for the models built on one)."""
+    from unblur.modelfile import load_model_file
 
     return load_model_file(resolve(name_or_path), device, sd=sd)

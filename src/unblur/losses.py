@@ -1,4 +1,7 @@
-"""Image losses. Inputs are (B, C, H, W) tensors in [0, 1]; outputs are scalars."""
+"""Image losses, for the training engine and for the methods that compute their own loss terms.
+
+Inputs are (B, C, H, W) tensors in [0, 1]; outputs are scalars.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class ImageLoss:
         if cfg["pixel"] not in ("charbonnier", "l1"):
             raise ValueError(f"loss.pixel must be charbonnier or l1, got {cfg['pixel']!r}")
         self.cfg = cfg
+        self.multiscale = cfg["multiscale"]  # sum over every scale of a multi-scale output (MIMO-UNet+)
         self.perceptual = None
         if cfg["perceptual_weight"]:
             from unblur.metrics.lpips import load_lpips
