@@ -1,7 +1,7 @@
 """BD-Diff's unknown-domain claim at our scale: task 1 alone vs all three tasks, same steps, data and seeds.
 
 Source domain: uniform-kernel pairs made on the fly from the training photos. Target domain: the
-`realistic` preset (6-DoF shake, clipping, noise, JPEG) on ../shared/photos/val, made once with
+`realistic` preset (6-DoF shake, clipping, noise, JPEG) on DATA/photos/val (DATA: the data root), made once with
 `unblur synth`; only its BLURRED images enter training (``data.target``, used by tasks 2 and 3); its
 sharp images score both models afterwards, on centre crops, with `unblur bench`.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from unblur.data.paired import find_pairs
+from unblur.data.root import data_root
 from unblur.data.synthetic import centre_crop
 from unblur.io import read_image, write_image
 from unblur.modelfile import read_model_meta
@@ -52,7 +53,7 @@ def centre_crops(src: Path, dst: Path, size: int) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "src/unblur/configs/bddiff/small.yaml"))
-    ap.add_argument("--val", default="../shared/photos/val", help="photos of the target domain")
+    ap.add_argument("--val", default=str(data_root() / "photos/val"), help="photos of the target domain")
     ap.add_argument("--target", default="runs/target-realistic", help="where `unblur synth` writes the target domain")
     ap.add_argument("--runs", default="runs/bddiff-experiment")
     ap.add_argument("--out", default="docs/bddiff", help="report folder (run from the repository root)")
@@ -63,7 +64,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="override for both arms, e.g. data.batch=4")
     args = ap.parse_args()
 
-    target, runs = Path(args.target), Path(args.runs)
+    target, runs = Path(args.target).resolve(), Path(args.runs)  # absolute: relative data paths are read below the data root
     if not (target / "blur").is_dir():
         cmd = ["synth", args.val, "-o", str(target), "--preset", "realistic", "-q"]
         subprocess.run([sys.executable, "-m", "unblur", *cmd], check=True)

@@ -4,8 +4,8 @@ For each backbone, the config src/unblur/configs/blurdm/<backbone>.yaml defines 
 (three stages); the baseline is derived from it here so that the two cannot drift apart: the
 same backbone size, data (the same batches, in the same order: the stages continue one data
 stream), crops, loss, seed, and as many optimizer steps in total, at stage 1's learning rate.
-Both are measured on (1) ../shared/bench/val_uniform and (2) the realistic preset applied to
-every photo of ../shared/photos/val (seed [0, i], whole photos; never seen in training).
+Both are measured on (1) DATA/bench/val_uniform and (2) the realistic preset applied to
+every photo of DATA/photos/val (DATA: the data root, see unblur.data.root) (seed [0, i], whole photos; never seen in training).
 Runs resume where they stopped; the report goes to docs/blurdm/README.md.
 
 Arm ``exposure`` (``--arms baseline,blurdm,exposure``) adds our option: the BlurDM run again with
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from unblur.data.paired import load_pairs
+from unblur.data.root import data_root
 from unblur.data.synthetic import blurred_photos
 from unblur.metrics import psnr, ssim
 from unblur.nn import cost
@@ -120,10 +121,10 @@ def report(results: dict, identity: dict, configs: dict, out: Path) -> None:
         "# BlurDM at equal training budget",
         "",
         "Made by `python scripts/blurdm_experiment.py`. Each backbone is trained alone and with BlurDM on the same",
-        "batches (uniform-kernel preset on ../shared/photos/train, 128² crops, batch 8) for the same number of optimizer",
+        "batches (uniform-kernel preset on the data root's photos/train, 128² crops, batch 8) for the same number of optimizer",
         "steps; BlurDM spends them on its three stages. PSNR: RGB, 8-bit, no crop; SSIM: BasicSR variant.",
         "`val_uniform`: the 48 public benchmark pairs; `realistic val`: the `realistic` preset (non-uniform shake,",
-        "saturation, Poisson-Gaussian noise, JPEG) on the 24 photos of ../shared/photos/val, whole. GMACs at 256²",
+        "saturation, Poisson-Gaussian noise, JPEG) on the 24 photos of the data root's photos/val, whole. GMACs at 256²",
         "include BlurDM's blur encoder and its 5 diffusion steps (the sharp encoder only trains).",
         *(
             [
@@ -181,8 +182,8 @@ if __name__ == "__main__":
     ap.add_argument("--arms", default="baseline,blurdm", help="of baseline, blurdm, exposure (BlurDM with our option)")
     ap.add_argument("--runs", default="runs/blurdm-experiment")
     ap.add_argument("--out", default=str(ROOT / "docs" / "blurdm"))
-    ap.add_argument("--bench", default="../shared/bench/val_uniform")
-    ap.add_argument("--val", default="../shared/photos/val")
+    ap.add_argument("--bench", default=str(data_root() / "bench/val_uniform"))
+    ap.add_argument("--val", default=str(data_root() / "photos/val"))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--limit", type=int, default=None, help="measure on the first N pairs of each set only (a quick check)")
     ap.add_argument("--max-steps", type=int, default=None, help="cap every stage at N steps (a quick check, not a result)")

@@ -1,6 +1,6 @@
 """Measure a model on (1) our synthetic val pairs and (2) the public val_uniform benchmark.
 
-(1): every photo of --val (default ../shared/photos/val) blurred whole by our
+(1): every photo of --val (default DATA/photos/val, DATA the data root) blurred whole by our
 synthesizer with generator seed [--seed, index], once per preset of --presets
 (default uniform-kernel; e.g. --presets uniform-kernel,realistic);
 (2): the fixed blurred/sharp pairs of --bench. PSNR on 8-bit RGB, no crop.
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from unblur.data.paired import load_pairs
+from unblur.data.root import data_root
 from unblur.data.synthetic import blurred_photos
 from unblur.metrics import psnr
 from unblur.restore import Restorer
@@ -56,8 +57,8 @@ def evaluate(pairs, restorer):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
-    ap.add_argument("--val", default="../shared/photos/val")
-    ap.add_argument("--bench", default="../shared/bench/val_uniform", help="'' to skip")
+    ap.add_argument("--val", default=str(data_root() / "photos/val"))
+    ap.add_argument("--bench", default=str(data_root() / "bench/val_uniform"), help="'' to skip")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--presets", default="uniform-kernel", help="comma-separated; '' for none")
     ap.add_argument("--crop", type=int, default=0, help="score only the centre crop of each synthetic pair (0: whole)")

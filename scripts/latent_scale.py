@@ -1,6 +1,6 @@
 """Measure the latent scale of a trained small VAE (the value of ``model.latent_scale`` in the diffusion configs).
 
-    python scripts/latent_scale.py runs/vae-small/last.safetensors [--photos ../shared/photos/train] [--crop 256]
+    python scripts/latent_scale.py runs/vae-small/last.safetensors [--photos DATA/photos/train] [--crop 256]
 
 Encodes one centre crop of every photo of the training folder and prints 1 / std of the latents.
 """
@@ -10,6 +10,7 @@ import argparse
 import numpy as np
 import torch
 
+from unblur.data.root import data_root
 from unblur.data.synthetic import centre_crop, load_folder
 from unblur.methods.small_sd import latent_scale, load_trained_vae
 
@@ -17,7 +18,7 @@ from unblur.methods.small_sd import latent_scale, load_trained_vae
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("vae", help="model file of the VAE stage")
-    ap.add_argument("--photos", default="../shared/photos/train")
+    ap.add_argument("--photos", default=str(data_root() / "photos/train"))
     ap.add_argument("--crop", type=int, default=256)
     args = ap.parse_args()
     crops = [

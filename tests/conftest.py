@@ -26,6 +26,31 @@ def photo(tmp_path: Path) -> Path:
     return path
 
 
+#: a CPU-sized configuration of every registered method (tests/test_methods.py holds every method to its contract)
+TINY_NAFNET = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
+TINY_METHODS = {
+    "blurdm": dict(
+        backbone="nafnet", backbone_config=TINY_NAFNET, encoder_channels=8, encoder_blocks=1, dim=16, estimator_hidden=32
+    ),
+    "small-vae": dict(widths=[8, 16]),
+    "deblurdiff": dict(sd=None, kernel_size=3, lkpn_width=8, val_steps=2),  # sd: the tiny_sd fixture's folder
+    "deblurdiff-small": dict(
+        vae_widths=[8, 16], unet_widths=[8, 16], cross_attention_dim=8, kernel_size=3, lkpn_width=8, val_steps=2
+    ),
+    "bd-diff-small": dict(
+        vae_widths=[8, 16],
+        unet_widths=[16, 32],
+        unet_heads=4,
+        token_width=32,
+        structure_queries=8,
+        blur_queries=4,
+        qformer_layers=1,
+        qformer_heads=2,
+        val_steps=2,
+    ),
+}
+
+
 def engine_sets(folder, steps: int, *overrides: str) -> list[str]:
     """``key=value`` settings of a training run sized for a CPU test: ``steps`` steps on the CPU, 32-px crops of
     ``folder``'s photos in batches of 4 (no data workers, no TensorBoard), validation on 32-px centre crops of the
@@ -33,7 +58,7 @@ def engine_sets(folder, steps: int, *overrides: str) -> list[str]:
     base = [f"data.train={folder}", f"data.val={folder}", "data.crop=32", "data.batch=4", "data.workers=0"]
     base += ["data.val_crop=32", "data.val_images=4", f"optim.steps={steps}", "optim.warmup=2"]
     base += ["train.device=cpu", "train.tensorboard=false"]
-    base += ["model.width=8", "model.enc_blocks=[1,1]", "model.middle_blocks=1", "model.dec_blocks=[1,1]"]
+    base += [f"model.{k}={v}" for k, v in TINY_NAFNET.items()]
     return [*base, *overrides]
 
 

@@ -6,7 +6,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from conftest import engine_config
+from conftest import TINY_METHODS, engine_config
 
 from unblur.methods.bddiff import BlurDecoupler, sincos_2d
 
@@ -59,17 +59,7 @@ def test_position_codes_are_distinct_per_place():
 
 # -- the generator and its three tasks (BDDiff), on a tiny random latent diffusion model -------------------
 
-BD_TINY = {
-    "vae_widths": [8, 16],
-    "unet_widths": [16, 32],
-    "unet_heads": 4,
-    "token_width": 32,
-    "structure_queries": 8,
-    "blur_queries": 4,
-    "qformer_layers": 1,
-    "qformer_heads": 2,
-    "val_steps": 2,
-}
+BD_TINY = TINY_METHODS["bd-diff-small"]
 
 
 def bd_model(**weights):

@@ -2,19 +2,12 @@
 
 import pytest
 import torch
-from conftest import engine_config
+from conftest import TINY_METHODS, engine_config
 
 from unblur.diffusion.blur_diffusion import BlurSchedule, sample
 from unblur.methods.blurdm import BlurDM
 
-TINY = {
-    "backbone": "nafnet",
-    "backbone_config": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]},
-    "encoder_channels": 8,
-    "encoder_blocks": 1,
-    "dim": 16,
-    "estimator_hidden": 32,
-}
+TINY = TINY_METHODS["blurdm"]
 
 
 def test_schedule_matches_the_authors_numbers():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import engine_config
+from conftest import TINY_METHODS, engine_config
 
 pytest.importorskip("diffusers")
 
@@ -100,7 +100,7 @@ def test_vae_stage_trains_through_the_engine(sharp_folder, tmp_path):
     assert sd.vae is vae.vae
 
 
-TINY_SMALL = ["model.vae_widths=[8, 16]", "model.unet_widths=[8, 16]", "model.cross_attention_dim=8", "model.lkpn_width=8"]
+TINY_SMALL = [f"model.{k}={v}" for k, v in TINY_METHODS["deblurdiff-small"].items()]
 
 
 def test_deblurdiff_small_trains_on_a_trained_vae_and_deblurs_from_the_cli(sharp_folder, tmp_path):
@@ -121,8 +121,6 @@ def test_deblurdiff_small_trains_on_a_trained_vae_and_deblurs_from_the_cli(sharp
         "model.arch=deblurdiff-small",
         f"model.vae={vae_file}",
         *TINY_SMALL,
-        "model.kernel_size=3",
-        "model.val_steps=2",
         "optim.lr=1e-3",
         "train.val_every=4",
         "train.ema=0",

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import engine_config
+from conftest import TINY_METHODS, engine_config
 from torch import nn
 
 from unblur import methods
@@ -16,49 +16,17 @@ from unblur.nn import BACKBONES, backbone_module
 from unblur.nn.configurable import register_to_config
 from unblur.train.config import DEFAULTS
 
-#: a CPU-sized configuration of every registered method (a new method adds its own here)
-TINY = {
-    "blurdm": {
-        "backbone": "nafnet",
-        "backbone_config": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]},
-        "encoder_channels": 8,
-        "encoder_blocks": 1,
-        "dim": 16,
-        "estimator_hidden": 32,
-    },
-    "small-vae": {"widths": [8, 16]},
-    "deblurdiff": {"sd": None, "kernel_size": 3, "lkpn_width": 8, "val_steps": 2},  # sd: the tests' tiny SD folder
-    "deblurdiff-small": {
-        "vae_widths": [8, 16],
-        "unet_widths": [8, 16],
-        "cross_attention_dim": 8,
-        "kernel_size": 3,
-        "lkpn_width": 8,
-        "val_steps": 2,
-    },
-    "bd-diff-small": {
-        "vae_widths": [8, 16],
-        "unet_widths": [16, 32],
-        "unet_heads": 4,
-        "token_width": 32,
-        "structure_queries": 8,
-        "blur_queries": 4,
-        "qformer_layers": 1,
-        "qformer_heads": 2,
-        "val_steps": 2,
-    },
-}
 NEEDS_DIFFUSERS = {"deblurdiff", "deblurdiff-small", "bd-diff-small"}
 
 
 def test_every_registered_method_has_a_tiny_configuration():
-    assert set(TINY) == set(methods.METHODS)
+    assert set(TINY_METHODS) == set(methods.METHODS)  # a new method adds its own in conftest.py
 
 
 def tiny(arch: str, request) -> Method:
     if arch in NEEDS_DIFFUSERS:
         pytest.importorskip("diffusers")
-    config = dict(backbone_module(arch).TINY) if arch in BACKBONES else dict(TINY[arch])
+    config = dict(backbone_module(arch).TINY) if arch in BACKBONES else dict(TINY_METHODS[arch])
     if "sd" in config:
         config["sd"] = str(request.getfixturevalue("tiny_sd")[0])
     torch.manual_seed(0)

@@ -318,22 +318,9 @@ class BDDiff(LatentMethod):
 
         return predict
 
-    @torch.no_grad()
-    def sample(
-        self,
-        blurred: torch.Tensor,
-        steps: int = 20,
-        generator: torch.Generator | None = None,
-        tile: int = 0,
-        callback: Callback | None = None,
-        kernels: bool = False,
-    ) -> torch.Tensor:
-        """Deblur (B, 3, H, W) in [0, 1], any size: structure(blurred) + the sharp tokens, ``steps`` sampler steps,
-        in latent tiles above ``tile`` pixels (0: whole). Deterministic for a generator seed."""
-        if kernels:
-            raise ValueError("BD-Diff predicts no blur kernels")
-        predict = self.structure_predictor(self.decoupler.sharp_blur)
-        return self.render_image(blurred, predict, steps, generator, tile, callback)[0]
+    def predictor(self):
+        """Deblurring: structure(blurred) + the learned sharp tokens."""
+        return self.structure_predictor(self.decoupler.sharp_blur)
 
     @torch.no_grad()
     def transfer(

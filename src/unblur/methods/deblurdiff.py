@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from unblur.methods.deblurdiff_core import LKPN, eac
-from unblur.methods.base import Callback
 from unblur.methods.latent import LatentMethod
 from unblur.methods.sd_loading import LatentDiffusion
 from unblur.nn.configurable import register_to_config
@@ -81,36 +80,23 @@ class DeblurDiff(LatentMethod):
         come from the global generator, which the engine seeds and checkpoints."""
         return self.loss(batch["blurred"], batch["sharp"]), {}
 
-    @torch.no_grad()
-    def sample(
-        self,
-        blurred: torch.Tensor,
-        steps: int = 20,
-        generator: torch.Generator | None = None,
-        tile: int = 0,
-        callback: Callback | None = None,
-        kernels: bool = False,
-    ):
-        """Deblur (B, 3, H, W) in [0, 1], any size (padded to :attr:`multiple`, cropped back) with ``steps`` sampler
-        steps; the same generator seed gives the same image. ``tile`` > 0 (B = 1): VAE and UNet on
-        overlapping tiles (:meth:`render`). ``kernels``: also a picture of the kernels the LKPN predicts for
-        the result (z_t = the final latent, t = 0; :func:`kernel_map`), (B, 3, H, W) in [0, 1], one block of
-        f x f pixels per latent pixel.
-        """
-        c, (h, w) = self.unet.config.in_channels, blurred.shape[-2:]
+    def predictor(self):
+        c = self.unet.config.in_channels
 
         def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # u: cat(z_t, z_blur)
             return self.denoise(u[:, :c], t.expand(len(u)), u[:, c:])[0]
 
-        image, z, z_blur = self.render_image(blurred, predict, steps, generator, tile, callback)
-        if not kernels:
-            return image
+        return predict
+
+    def kernel_picture(self, z: torch.Tensor, z_blur: torch.Tensor, size: tuple[int, int], tile: int) -> torch.Tensor:
+        """The kernels the LKPN predicts for the result (z_t = the final latent, t = 0), drawn by :func:`kernel_map`:
+        (B, 3, H, W) in [0, 1], one block of f x f pixels per latent pixel."""
+        c, (h, w), f = self.unet.config.in_channels, size, self.factor
         t0 = torch.zeros(1, dtype=torch.long, device=z.device)
         taps = self.over_latent(lambda u: self.lkpn(u[:, c:], u[:, :c], t0.expand(len(u))), torch.cat([z, z_blur], 1), tile)
-        f = self.factor
         taps = taps[..., : -(-h // f), : -(-w // f)]  # the latent pixels of the image, not of its padding
         pictures = [np.repeat(np.repeat(kernel_map(k[None].cpu(), self.kernel_size), f, 0), f, 1)[:h, :w] for k in taps]
-        return image, torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).to(image.device)
+        return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).to(z.device)
 
 
 def kernel_map(kernels: torch.Tensor, k: int) -> np.ndarray:
@@ -194,14 +180,9 @@ class DeblurDiffSD(DeblurDiff):
 
     @register_to_config
     def __init__(
-        self,
-        sd: str,
-        kernel_size: int = 5,
-        lkpn_width: int = 64,
-        latent_weight: float = 1.0,
-        val_steps: int = 50,
+        self, sd: str, kernel_size: int = 5, lkpn_width: int = 64, latent_weight: float = 1.0, val_steps: int = 50,
         sampler: str = "ddim",
-    ):
+    ):  # fmt: skip
         from unblur.methods.sd_loading import load_sd
 
         super().__init__(load_sd(sd), kernel_size, lkpn_width, latent_weight, val_steps, sampler=sampler)

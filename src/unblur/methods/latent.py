@@ -104,6 +104,25 @@ class LatentMethod(Method):
         return self.schedule.add_noise(z0, noise, t), noise, t
 
     # -- sampling -------------------------------------------------------------------------------
+    def predictor(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The UNet's prediction ``predict(t, u)`` for ``u = cat(z_t, z_cond)``, z_cond the encoded input (of a
+        region, or all): what :meth:`render` asks for to deblur."""
+        raise NotImplementedError
+
+    def kernel_picture(self, z: torch.Tensor, z_cond: torch.Tensor, size: tuple[int, int], tile: int) -> torch.Tensor:
+        """A picture of the blur kernels behind the final latent ``z`` (``predicts_kernels`` methods), (B, 3, H, W)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, blurred, steps, generator=None, tile=0, callback=None, kernels=False):
+        """The contract's :meth:`~unblur.methods.base.Method.sample`: deblur (B, 3, H, W) in [0, 1], any size
+        (:meth:`render_image`), with the :meth:`predictor` and ``steps`` steps of the method's sampler;
+        deterministic for a generator seed; ``tile`` > 0 (B = 1): VAE and UNet on overlapping tiles."""
+        if kernels and not self.predicts_kernels:
+            raise ValueError(f"{type(self).__name__} predicts no blur kernels")
+        image, z, z_cond = self.render_image(blurred, self.predictor(), steps, generator, tile, callback)
+        return (image, self.kernel_picture(z, z_cond, blurred.shape[-2:], tile)) if kernels else image
+
     @torch.no_grad()
     def render_image(
         self,
