@@ -207,7 +207,7 @@ def named_batch(item: tuple | dict) -> dict:
 class PairsWithTarget(torch.utils.data.Dataset):
     """Step ``s``'s pairs as a dict ``{"blurred", "sharp", ...}`` plus ``"target"``: the same step's crops of
     the unpaired target domain (:class:`UnpairedCrops`), so they travel through the data loader like
-    any other extra and reach the method's ``forward(..., target=)`` by name."""
+    any other extra and reach the method's ``training_loss`` as ``batch["target"]``."""
 
     def __init__(self, pairs: torch.utils.data.Dataset, target: UnpairedCrops):
         self.pairs, self.target = pairs, target

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from unblur.diffusion.samplers import get_sampler
 from unblur.methods.base import Callback, Method
