@@ -107,15 +107,8 @@ class MIMOUNetPlus(nn.Module):
     prior_at / prior_init: where it enters and how it starts (:data:`unblur.nn.layers.PRIOR_AT`, ``PRIOR_INIT``).
     """
 
-    def __init__(
-        self,
-        width: int = 32,
-        num_res: int = 20,
-        dropout: float = 0.1,
-        prior_dim: int = 0,
-        prior_at: str = "output",
-        prior_init: str = "identity",
-    ):
+    def __init__(self, width: int = 32, num_res: int = 20, dropout: float = 0.1, prior_dim: int = 0,
+                 prior_at: str = "output", prior_init: str = "identity"):  # fmt: skip
         super().__init__()
         check_prior_options(prior_at, prior_init)
         self.config = {
