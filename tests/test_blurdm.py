@@ -644,3 +644,26 @@ def test_stage_1_starts_from_a_plain_backbone_model_file(sharp_folder, tmp_path)
     sharp = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.allclose(model(sharp.flip(-1), sharp), plain.eval()(sharp.flip(-1)), atol=1e-6)
+
+
+def test_blurdm_configs_build_the_authors_blurdm_and_the_small_loformer():
+    """Every shipped BlurDM config sets the authors' layout and loss; LoFormer is the authors' LoFormer-S
+    (LoFormerPrior's defaults: dim 32, [1, 2, 3] / 7 / [3, 2, 2] pairs of blocks, heads [1, 2, 4] / 8)."""
+    from pathlib import Path
+
+    from unblur.train.config import load_config
+
+    folder = Path(__file__).parents[1] / "src" / "unblur" / "configs" / "blurdm"
+    for path in sorted(folder.glob("*.yaml")):
+        cfg = load_config(path)
+        assert {k: cfg["model"][k] for k in AUTHORS} == AUTHORS, path.name
+        assert (cfg["loss"]["fft"], cfg["loss"]["clamp"], cfg["loss"]["fft_weight"]) == ("height-charbonnier", True, 0.1)
+        assert cfg["loss"]["pixel"] == "charbonnier"
+    loformer = load_config(folder / "loformer.yaml")["model"]["backbone_config"]
+    pairs = {"enc_blocks": [1, 2, 3], "middle_blocks": 7, "dec_blocks": [3, 2, 2]}
+    assert loformer == {
+        "width": 32,
+        **{k: [2 * n for n in v] if isinstance(v, list) else 2 * v for k, v in pairs.items()},
+        "heads": [1, 2, 4],
+        "middle_heads": 8,
+    }

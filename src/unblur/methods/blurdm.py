@@ -336,7 +336,10 @@ class BlurDM(nn.Module):
         else:
             # drawn on the CPU generator, which checkpoints save: resumed runs draw the same noise
             b = blurred.shape[0]
-            noise = torch.randn(b, self.config["dim"]).to(blurred.device) if self.training else self.inference_noise(b, blurred.device)
+            if self.training:
+                noise = torch.randn(b, self.config["dim"]).to(blurred.device)
+            else:
+                noise = self.inference_noise(b, blurred.device)
             means = [] if image_loss is not None and self.exposure_fractions is not None else None
             prior = self.diffused_prior(blurred, noise, means)
             if self.stage == 2 and image_loss is not None:

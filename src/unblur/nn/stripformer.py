@@ -75,7 +75,8 @@ def strip_attention(qkv: torch.Tensor, heads: int, intra: bool) -> torch.Tensor:
 class StripBlock(nn.Module):
     """Intra- or inter-strip transformer block on (B, dim, H, W); half the channels use horizontal strips,
     the other half vertical ones. x + attention(norm(x)), then x + MLP(norm(x)), then x + dwconv3x3(x).
-    ``modulate`` (BlurDM's prior, the authors' placement) applies to the attention branch's input: x + attention(norm(modulate(x)))."""
+    ``modulate`` (BlurDM's prior, the authors' placement) applies to the attention branch's input only:
+    x + attention(norm(modulate(x)))."""
 
     def __init__(self, dim: int, heads: int, intra: bool, mlp_ratio: int = 4):
         super().__init__()
