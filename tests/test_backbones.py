@@ -26,7 +26,7 @@ def test_any_size_in_same_size_out(arch, size):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_config_rebuilds_the_same_network(arch):
-    net = tiny(arch, prior_dim=16)
+    net = tiny(arch, prior_dim=16, prior_at="input", prior_init="random")
     again = backbones.build(arch, net.config)
     again.load_state_dict(net.state_dict())
     x, z = torch.rand(1, 3, 32, 32), torch.randn(1, 16)
@@ -34,9 +34,11 @@ def test_config_rebuilds_the_same_network(arch):
         assert torch.equal(net.eval()(x, z), again.eval()(x, z))
 
 
+@pytest.mark.parametrize("prior_at", ["output", "input"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_prior_modulation_is_identity_until_trained_then_changes_the_output(arch):
-    plain, modulated = tiny(arch).eval(), tiny(arch, prior_dim=16).eval()
+def test_prior_modulation_is_identity_until_trained_then_changes_the_output(arch, prior_at):
+    """prior_init: identity (ours), wherever the prior enters: a plain network's weights give its output."""
+    plain, modulated = tiny(arch).eval(), tiny(arch, prior_dim=16, prior_at=prior_at).eval()
     # same weights apart from the prior path, which starts at zero
     missing = modulated.load_state_dict(plain.state_dict(), strict=False).missing_keys
     assert missing and all("prior" in k for k in missing), missing

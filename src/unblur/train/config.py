@@ -60,7 +60,9 @@ DEFAULTS: dict = {
     "loss": {
         "pixel": "charbonnier",  # or l1
         "charbonnier_eps": 1.0e-3,  # sqrt(d^2 + eps^2)
-        "fft_weight": 0.0,  # 2-D FFT L1 loss (MIMO-UNet, BlurDM use 0.1)
+        "fft_weight": 0.0,  # weight of the frequency loss (MIMO-UNet, BlurDM use 0.1)
+        "fft": "2d-l1",  # 2-D FFT under L1 (MIMO-UNet) | height-charbonnier (1-D FFT along the height, BlurDM's authors)
+        "clamp": False,  # clamp outputs to [0, 1] before the loss (BlurDM's authors do)
         "perceptual_weight": 0.0,  # LPIPS; needs its local weight files (see unblur.metrics.lpips)
         "multiscale": True,  # sum the loss over every output scale of multi-scale backbones
     },
@@ -75,7 +77,9 @@ DEFAULTS: dict = {
         "log_every": 50,  # steps averaged per log row
         "keep": 2,  # checkpoints kept
         "tensorboard": True,  # event files in RUN_DIR/tensorboard when the package is installed
-        "init": None,  # a model file to start from (fine-tuning); its arch and config must match model
+        # a model file to start from (fine-tuning); its arch and config must match model's, or (BlurDM) it is
+        # a plainly trained model of the backbone, whose weights start BlurDM's backbone (prior_init: identity)
+        "init": None,
     },
     # a multi-stage method (BlurDM): each entry's overrides make one stage's config; the stages run in
     # order into RUN_DIR/stage-<k>, each starting from the previous one's weights

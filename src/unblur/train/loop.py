@@ -187,10 +187,13 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
     if tc["init"]:
         init, meta = load_model_file(tc["init"])
         theirs, ours = init.state_dict(), model.state_dict()
+        if meta["arch"] != arch and hasattr(model, "init_backbone"):
+            model.init_backbone(init, meta["arch"])  # a method (BlurDM) added to a plainly trained backbone
         # the weights must fit, whatever else differs (a method's training stage, say)
-        if meta["arch"] != arch or theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
+        elif meta["arch"] != arch or theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
             raise ValueError(f"train.init {tc['init']}: its model ({meta['arch']}, {init.config}) differs from the config's")
-        model.load_state_dict(theirs)
+        else:
+            model.load_state_dict(theirs)
     if nhwc:
         channels_last(model)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
