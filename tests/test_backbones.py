@@ -28,7 +28,7 @@ def test_any_size_in_same_size_out(arch, size):
 def test_config_rebuilds_the_same_network(arch):
     import inspect
 
-    net = tiny(arch, prior_dim=16)
+    net = tiny(arch, prior_dim=16, prior_at="input", prior_init="random")
     # every constructor argument is recorded (register_to_config), so none is rebuilt with its default by accident
     assert set(net.config) == set(inspect.signature(type(net).__init__).parameters) - {"self"}
     assert isinstance(type(net).multiscale, bool)  # the backbone contract (unblur.nn)
@@ -39,9 +39,11 @@ def test_config_rebuilds_the_same_network(arch):
         assert torch.equal(net.eval()(x, z), again.eval()(x, z))
 
 
+@pytest.mark.parametrize("prior_at", ["output", "input"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_prior_modulation_is_identity_until_trained_then_changes_the_output(arch):
-    plain, modulated = tiny(arch).eval(), tiny(arch, prior_dim=16).eval()
+def test_prior_modulation_is_identity_until_trained_then_changes_the_output(arch, prior_at):
+    """prior_init: identity (ours), wherever the prior enters: a plain network's weights give its output."""
+    plain, modulated = tiny(arch).eval(), tiny(arch, prior_dim=16, prior_at=prior_at).eval()
     # same weights apart from the prior path, which starts at zero
     missing = modulated.load_state_dict(plain.state_dict(), strict=False).missing_keys
     assert missing and all("prior" in k for k in missing), missing

@@ -181,8 +181,9 @@ def test_stage_with_random_noise_resumes_exactly(sharp_folder, tmp_path):
     assert resumed["losses"] == straight["losses"][3:]
 
 
+@pytest.mark.parametrize("layout", ["first version", "authors"])
 @pytest.mark.parametrize("backbone", sorted(__import__("unblur.nn", fromlist=["BACKBONES"]).BACKBONES))
-def test_blurdm_plugs_into_every_backbone(backbone):
+def test_blurdm_plugs_into_every_backbone(backbone, layout):
     """Each backbone's tiny config takes BlurDM's prior; stage 3 trains end to end through it."""
     from unblur import nn as backbones
     from unblur.train.config import DEFAULTS
@@ -190,6 +191,8 @@ def test_blurdm_plugs_into_every_backbone(backbone):
 
     torch.manual_seed(0)
     config = {**TINY, "backbone": backbone, "backbone_config": backbones.backbone_module(backbone).TINY}
+    if layout == "authors":
+        config.update(prior_at="input", prior_init="random", prior_net="authors")
     model = BlurDM(**config, stage=3).train()
     x = torch.rand(2, 3, 32, 32)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -364,3 +367,290 @@ def test_stage_2_with_the_exposure_option_trains_on_synthetic_partial_exposures(
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
     assert all(torch.equal(p, se[n]) for n, p in model.sharp_encoder.named_parameters())
+
+
+# -- BlurDM as the authors built it (docs/methods/blurdm.md cites their lines) ------------------------------
+
+AUTHORS = {"prior_at": "input", "prior_init": "random", "prior_net": "authors"}
+
+
+def _tiny_authors(backbone: str, **extra) -> BlurDM:
+    from unblur import nn as backbones
+
+    torch.manual_seed(0)
+    config = {**TINY, "backbone": backbone, "backbone_config": backbones.backbone_module(backbone).TINY}
+    return BlurDM(**{**config, **AUTHORS, **extra}, stage=3).eval()
+
+
+def _attention_blocks(backbone: str, net) -> list:
+    """The blocks of a transformer backbone that take the prior, each with the module its attention branch starts with."""
+    if backbone == "stripformer":
+        return [(b, b.norm1) for b in [*net.bottleneck, *net.decoder]]
+    if backbone == "fftformer":
+        return [(b, b.attn) for stack in [*net.decoders, net.refinement] for b in stack]
+    return [(b, b.attn) for stack in net.decoders for b in stack]  # loformer
+
+
+@pytest.mark.parametrize("backbone", ["stripformer", "fftformer", "loformer"])
+def test_prior_enters_the_attention_branch_of_the_transformers(backbone):
+    """Stripformer: x * k + v on the block's input, the residual taken before it; FFTformer: on FSAS's input
+    after norm1; LoFormer: on the layer-normalised DCT coefficients that enter Freq-LC. Hooks record, for
+    every modulated block, its input x, what the modulation received and gave, and what the attention got."""
+    from unblur.nn.layers import PriorModulation
+    from unblur.nn.loformer import dct2
+
+    model = _tiny_authors(backbone)
+    net, events, hooks = model.backbone, [], []
+    blocks = _attention_blocks(backbone, net)
+    for block, branch in blocks:
+        hooks.append(block.register_forward_pre_hook(lambda m, args: events.append(("block", m, args[0]))))
+        hooks.append(branch.register_forward_pre_hook(lambda m, args: events.append(("branch", m, args[0]))))
+    for m in net.modules():
+        if isinstance(m, PriorModulation):
+            hook = m.register_forward_hook(lambda m, args, kwargs, out: events.append(("mod", args[0], out)), with_kwargs=True)
+            hooks.append(hook)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        for hook in hooks:
+            hook.remove()
+        assert [e[0] for e in events] == ["block", "mod", "branch"] * len(blocks)
+        assert len(blocks) == sum(isinstance(m, PriorModulation) for m in net.modules())
+        for (_, block, x_in), (_, mod_in, mod_out), (_, _, branch_in) in zip(*[iter(events)] * 3):
+            if backbone == "stripformer":  # the block's input, before its norm (the residual keeps x_in)
+                expected = x_in
+            elif backbone == "fftformer":  # FSAS's input: the block's first LayerNorm of x
+                expected = block.norm1(x_in)
+            else:  # Freq-LC's input: the LayerNorm of x's DCT coefficients
+                expected = block.norm1(dct2(x_in))
+            assert torch.allclose(mod_in, expected, atol=1e-6)  # the modulated tensor
+            assert branch_in is mod_out  # goes into the attention branch and nowhere else
+    # the authors' Linear: no bias in Stripformer's and FFTformer's, a bias in LoFormer's
+    assert all((m.linear.bias is not None) == (backbone == "loformer") for m in net.modules() if isinstance(m, PriorModulation))
+
+
+@pytest.mark.parametrize("backbone", ["stripformer", "fftformer", "loformer"])
+def test_with_the_attention_output_silenced_the_prior_cannot_reach_the_output(backbone):
+    """The residual path carries no modulation: zero the attention branches' output projections and the
+    prior no longer changes anything (our first version, which modulated every block's output, still would)."""
+    x, z = torch.rand(1, 3, 32, 32), torch.randn(1, TINY["dim"])
+    outputs = {}
+    for prior_at in ("input", "output"):
+        model = _tiny_authors(backbone, prior_at=prior_at)
+        for block, _ in _attention_blocks(backbone, model.backbone):
+            proj = block.proj_out if backbone == "stripformer" else block.attn.project_out
+            for p in proj.parameters():
+                p.data.zero_()
+        with torch.no_grad():
+            outputs[prior_at] = [model.restore(x, prior=s * z) for s in (1.0, -1.0)]
+    assert torch.equal(*outputs["input"])
+    assert not torch.allclose(*outputs["output"])
+
+
+@pytest.mark.parametrize("backbone", ["nafnet", "mimo-unet-plus"])
+def test_prior_modulates_the_input_of_each_decoder_level(backbone):
+    """MIMO-UNet+ as the authors (DBlock.forward: x * k + v, then the residual blocks); NAFNet, not theirs, the same
+    (our choice): one modulation per decoder level, whose output is the input of that level's stack of blocks."""
+    from unblur.nn.layers import PriorModulation
+
+    model = _tiny_authors(backbone)
+    net, events = model.backbone, []
+    for stack in net.decoders:  # NAFNet's decoder runs its blocks in turn, MIMO-UNet+'s calls the stack
+        first = stack[0] if backbone == "nafnet" else stack
+        first.register_forward_pre_hook(lambda m, args: events.append(("stack", args[0])))
+    mods = [m for m in net.modules() if isinstance(m, PriorModulation)]
+    for m in mods:
+        m.register_forward_hook(lambda m, args, out: events.append(("mod", out)))
+    with torch.no_grad():
+        model(torch.rand(2, 3, 32, 32))
+    assert len(mods) == len(net.decoders) and [e[0] for e in events] == ["mod", "stack"] * len(net.decoders)
+    assert all(stack_in is mod_out for (_, mod_out), (_, stack_in) in zip(events[::2], events[1::2]))
+    assert all(m.linear.bias is None and not m.identity for m in mods)  # the authors' bias-free, random Linear
+
+
+def test_prior_network_has_the_papers_parameter_count():
+    """BE + the two estimators at the paper's sizes: 2,067,776 parameters, the paper's 2.07 M (our first
+    version: 1,645,376). The authors' BE is their encoder fed the blurred image twice (96 input channels);
+    estimators Linear 513 -> 256 then five Linear 256 -> 256, every one followed by LeakyReLU."""
+    sizes = {"encoder_channels": 64, "encoder_blocks": 6, "dim": 256, "estimator_hidden": 256}
+
+    def count(model):
+        return sum(p.numel() for part in (model.blur_encoder, model.residual_net, model.noise_net) for p in part.parameters())
+
+    authors = BlurDM(**{**TINY, **sizes, **AUTHORS})
+    assert count(authors) == 2_067_776 and round(count(authors) / 1e6, 2) == 2.07
+    assert count(BlurDM(**{**TINY, **sizes})) == 1_645_376
+    linears = [m for m in authors.noise_net.net if isinstance(m, torch.nn.Linear)]
+    assert [tuple(m.weight.shape) for m in linears] == [(256, 513)] + [(256, 256)] * 5
+    assert isinstance(authors.noise_net.net[-1], torch.nn.LeakyReLU)
+    for encoder in (authors.blur_encoder, authors.sharp_encoder):
+        assert encoder.body[0].in_channels == 96
+        assert isinstance(encoder.mlp[-1], torch.nn.LeakyReLU)
+        assert isinstance(encoder.body[-3], torch.nn.LeakyReLU)  # after the last conv, before the pool
+
+
+def test_height_fft_loss_is_a_charbonnier_loss_on_column_spectra():
+    """The authors' frequency loss: a 1-D DFT along the height of every column, real and imaginary parts
+    under Charbonnier (eps 1e-3), written out here with an explicit DFT matrix."""
+    import math
+
+    from unblur.losses import charbonnier, fft_height_charbonnier
+
+    gen = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 3, 12, 7, generator=gen), torch.rand(2, 3, 12, 7, generator=gen)
+    n = torch.arange(12, dtype=torch.float64)
+    angle = -2 * math.pi * n[:, None] * n[None, :] / 12
+    dft_re, dft_im = torch.cos(angle), torch.sin(angle)
+    d = (pred - target).double()
+    re, im = dft_re @ d, dft_im @ d  # (H, H) @ (..., H, W): along the height
+    by_hand = torch.sqrt(torch.cat([re, im]) ** 2 + 1e-6).mean()
+    assert fft_height_charbonnier(pred, target).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert not torch.isclose(fft_height_charbonnier(pred, target), fft_height_charbonnier(pred.mT, target.mT))
+    assert fft_height_charbonnier(pred, target) != charbonnier(pred, target)
+
+
+def test_authors_image_loss_clamps_the_output_first():
+    from unblur.train.config import DEFAULTS
+    from unblur.losses import ImageLoss, charbonnier, fft_height_charbonnier, fft_l1
+
+    assert DEFAULTS["loss"]["fft"] == "2d-l1" and DEFAULTS["loss"]["clamp"] is False  # other models: unchanged
+    authors = ImageLoss({**DEFAULTS["loss"], "fft_weight": 0.1, "fft": "height-charbonnier", "clamp": True}, "cpu")
+    target = torch.rand(1, 3, 16, 16)
+    pred = (target + 0.3 * torch.randn(1, 3, 16, 16)).requires_grad_(True)
+    loss = authors(pred, target)
+    clamped = pred.detach().clamp(0, 1)
+    assert torch.allclose(loss, charbonnier(clamped, target) + 0.1 * fft_height_charbonnier(clamped, target))
+    loss.backward()
+    outside = (pred.detach() < 0) | (pred.detach() > 1)
+    assert outside.any() and (pred.grad[outside] == 0).all()
+    plain = ImageLoss({**DEFAULTS["loss"], "fft_weight": 0.1}, "cpu")
+    assert torch.allclose(plain(pred.detach(), target), charbonnier(pred.detach(), target) + 0.1 * fft_l1(pred.detach(), target))
+    with pytest.raises(ValueError, match="loss.fft"):
+        ImageLoss({**DEFAULTS["loss"], "fft": "3d"}, "cpu")
+
+
+def test_inference_noise_is_zero_or_one_seeded_draw():
+    """inference_seed None: z_T = z_BE (ε = 0, the mean path); an integer: one ε from a generator seeded with
+    it, the same for every image of a batch and every call (the authors seed their test scripts)."""
+    x = torch.rand(2, 3, 32, 32)
+    zero, seeded = _tiny_authors("nafnet"), _tiny_authors("nafnet", inference_seed=7)
+    seeded.load_state_dict(zero.state_dict())
+    z_blur = zero.blur_encoder(x, x)
+    eps = torch.randn(1, TINY["dim"], generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        by_hand = {
+            "zero": sample(zero.schedule, zero.residual_net, zero.noise_net, z_blur),
+            "seeded": sample(zero.schedule, zero.residual_net, zero.noise_net, z_blur, eps.expand(2, -1)),
+        }
+        assert torch.equal(zero(x), zero.backbone(x, by_hand["zero"]))
+        assert torch.equal(seeded(x), seeded.backbone(x, by_hand["seeded"]))
+        assert torch.equal(seeded(x), seeded(x)) and not torch.allclose(seeded(x), zero(x))
+        assert torch.allclose(seeded(x[1:]), seeded(x)[1:], atol=1e-6)  # the same ε whatever the batch
+        assert torch.allclose(seeded.image_prior(x[:1]), by_hand["seeded"][:1], atol=1e-6)
+
+
+def test_bundled_model_file_without_the_new_keys_rebuilds_our_first_version_exactly():
+    """nafnet-blurdm was trained before prior_at / prior_init / prior_net existed: absent, they rebuild
+    that architecture, and its outputs are the ones it gave before (numbers recorded with that code)."""
+    from unblur.modelfile import read_model_meta
+    from unblur.zoo import MODELS, load_model
+
+    assert not {"prior_at", "prior_init", "prior_net"} & read_model_meta(MODELS["nafnet-blurdm"].path)["config"].keys()
+    model, _ = load_model("nafnet-blurdm")
+    assert {k: model.config[k] for k in ("prior_at", "prior_init", "prior_net", "inference_seed")} == {
+        "prior_at": "output",
+        "prior_init": "identity",
+        "prior_net": "v1",
+        "inference_seed": None,
+    }
+    x = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y, z = model(x), model.image_prior(x, tile=16)
+    assert y.double().sum().item() == pytest.approx(1058.552573479712, abs=1e-3)
+    assert torch.allclose(y[0, :, 5, 7], torch.tensor([0.4902396, 0.7810326, 0.3345611]), atol=1e-5)
+    assert torch.allclose(y[0, :, 20, 30], torch.tensor([0.0438779, 0.2701898, 0.2131841]), atol=1e-5)
+    assert torch.allclose(z[0, :4], torch.tensor([-0.0368311, -0.094497, -0.0684175, -0.1206768]), atol=1e-5)
+
+
+def test_blurdm_added_to_the_bundled_trained_nafnet_starts_with_its_output():
+    """Our option for plug-and-play: BlurDM's backbone takes nafnet-small's weights, the modulation starts at
+    the identity (prior_init: identity), so BlurDM's output is exactly nafnet-small's, in stage 1 (SE's prior)
+    as in stage 3 (the diffused prior)."""
+    from unblur.zoo import load_model
+
+    plain, meta = load_model("nafnet-small")
+    backbone_config = {k: v for k, v in meta["config"].items() if k != "prior_dim"}
+    model = BlurDM(**{**TINY, **AUTHORS, "prior_init": "identity", "backbone_config": backbone_config}, stage=1)
+    model.init_backbone(plain, meta["arch"])
+    sharp = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    blurred = torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False)
+    with torch.no_grad():
+        expected = plain(blurred)
+        assert torch.equal(model.eval().validation_output(blurred, sharp), expected)  # stage 1: SE's prior
+        model.set_stage(3)
+        assert torch.equal(model.eval()(blurred), expected)
+    with pytest.raises(ValueError, match="prior_init: identity"):
+        BlurDM(**{**TINY, **AUTHORS, "backbone_config": backbone_config}).init_backbone(plain, meta["arch"])
+    with pytest.raises(ValueError, match="size"):
+        BlurDM(**{**TINY, **AUTHORS, "prior_init": "identity"}).init_backbone(plain, meta["arch"])
+
+
+def test_stage_1_starts_from_a_plain_backbone_model_file(sharp_folder, tmp_path):
+    """train.init may name a plainly trained backbone's model file: stage 1 starts from its weights (BlurDM's
+    init_from, the method contract's hook for train.init)."""
+    from unblur import nn as backbones
+    from unblur.modelfile import load_model_file, save_model_file
+    from unblur.train.loop import train
+
+    torch.manual_seed(3)
+    plain = backbones.build("nafnet", backbones.backbone_module("nafnet").TINY)
+    save_model_file(tmp_path / "plain.safetensors", plain, "nafnet")
+    sets = [
+        "model.arch=blurdm",
+        *[f"model.{k}={v}" for k, v in TINY.items() if k != "backbone_config"],
+        "model.backbone_config={width: 8, enc_blocks: [1, 1], middle_blocks: 1, dec_blocks: [1, 1]}",
+        *[f"model.{k}={v}" for k, v in AUTHORS.items() if k != "prior_init"],
+        "model.prior_init=identity",
+        "model.stage=1",
+        f"train.init={tmp_path / 'plain.safetensors'}",
+        "data.val=",
+        "data.batch=2",
+        "optim.lr=0",
+        "optim.warmup=0",
+        "train.amp=none",
+        "train.channels_last=false",
+    ]
+    train(engine_config(sharp_folder, 1, *sets), tmp_path / "run", quiet=True)
+    model, _ = load_model_file(tmp_path / "run" / "last.safetensors")
+    sharp = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(model.validation_output(sharp.flip(-1), sharp), plain.eval()(sharp.flip(-1)), atol=1e-6)
+    # a model of another backbone cannot start it
+    other = backbones.build("mimo-unet-plus", backbones.backbone_module("mimo-unet-plus").TINY)
+    save_model_file(tmp_path / "other.safetensors", other, "mimo-unet-plus")
+    sets[sets.index(f"train.init={tmp_path / 'plain.safetensors'}")] = f"train.init={tmp_path / 'other.safetensors'}"
+    with pytest.raises(ValueError, match="cannot start from a mimo-unet-plus model"):
+        train(engine_config(sharp_folder, 1, *sets), tmp_path / "run2", quiet=True)
+
+
+def test_blurdm_configs_build_the_authors_blurdm_and_the_small_loformer():
+    """Every shipped BlurDM config sets the authors' layout and loss; LoFormer is the authors' LoFormer-S
+    (LoFormerPrior's defaults: dim 32, [1, 2, 3] / 7 / [3, 2, 2] pairs of blocks, heads [1, 2, 4] / 8)."""
+    from pathlib import Path
+
+    from unblur.train.config import load_config
+
+    folder = Path(__file__).parents[1] / "src" / "unblur" / "configs" / "blurdm"
+    for path in sorted(folder.glob("*.yaml")):
+        cfg = load_config(path)
+        assert {k: cfg["model"][k] for k in AUTHORS} == AUTHORS, path.name
+        assert (cfg["loss"]["fft"], cfg["loss"]["clamp"], cfg["loss"]["fft_weight"]) == ("height-charbonnier", True, 0.1)
+        assert cfg["loss"]["pixel"] == "charbonnier"
+    loformer = load_config(folder / "loformer.yaml")["model"]["backbone_config"]
+    pairs = {"enc_blocks": [1, 2, 3], "middle_blocks": 7, "dec_blocks": [3, 2, 2]}
+    assert loformer == {
+        "width": 32,
+        **{k: [2 * n for n in v] if isinstance(v, list) else 2 * v for k, v in pairs.items()},
+        "heads": [1, 2, 4],
+        "middle_heads": 8,
+    }

@@ -27,5 +27,5 @@ def test_config_builds_its_model(path, request):
             args["sd"] = str(request.getfixturevalue("tiny_sd")[0])
         model = methods.build(c["model"]["arch"], args)
         assert sum(p.numel() for p in model.parameters()) > 0
-        # data folders are read below the data root, never relative to the current folder
+        # data folders are read below the data root (data.cache below the repository), never relative to the current folder
         assert not any(str(c["data"][key] or "").startswith(("..", "/")) for key in ("train", "val", "cache", "target"))

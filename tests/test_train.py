@@ -169,7 +169,7 @@ def test_multiscale_backbone_trains_through_the_engine(sharp_folder, tmp_path):
 
 
 def test_data_folders_are_read_below_the_data_root_and_workers_follow_the_machine(monkeypatch, tmp_path):
-    from unblur.data.root import REPOSITORY, data_path, data_root
+    from unblur.data.root import REPOSITORY, data_path, data_root, repository_path
     from unblur.device import cpu_cores, data_workers
 
     monkeypatch.delenv("UNBLUR_DATA", raising=False)
@@ -178,6 +178,10 @@ def test_data_folders_are_read_below_the_data_root_and_workers_follow_the_machin
     assert data_path("photos/train") == tmp_path / "photos" / "train"
     assert data_path("photos/val", tmp_path / "other") == tmp_path / "other" / "photos" / "val"  # data.root first
     assert data_path(tmp_path / "abs") == tmp_path / "abs" and data_path("") is None
+    # data.cache: pairs synthesised into the repository's gitignored .data/, whatever the data root or current folder
+    monkeypatch.chdir(tmp_path)
+    assert repository_path(".data/cache-real-world") == REPOSITORY / ".data" / "cache-real-world"
+    assert repository_path(tmp_path / "abs") == tmp_path / "abs" and repository_path(None) is None
     assert load_config(None)["data"]["workers"] == "auto"
     assert data_workers("auto") == max(0, cpu_cores() - 1) and data_workers(3) == 3
     assert data_workers("auto", processes=cpu_cores()) == 0  # one core per process: no room for workers

@@ -24,20 +24,36 @@ def fft_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (torch.view_as_real(a) - torch.view_as_real(b)).abs().mean()
 
 
+def fft_height_charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier distance between the 1-D spectra of every column (FFT along the height, real and
+    imaginary parts): BlurDM's frequency loss as the authors' training scripts compute it."""
+    a, b = torch.fft.fft(pred.float(), dim=-2), torch.fft.fft(target.float(), dim=-2)
+    return charbonnier(torch.view_as_real(a), torch.view_as_real(b), eps)
+
+
+#: ``loss.fft``: the frequency term weighted by ``loss.fft_weight``
+FFT_LOSSES = ("2d-l1", "height-charbonnier")
+
+
 def downscale_like(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """The target at a coarse output's size (area averaging, as the coarse inputs are made)."""
     return target if target.shape[-2:] == pred.shape[-2:] else F.interpolate(target, size=pred.shape[-2:], mode="area")
 
 
 class ImageLoss:
-    """The configured image loss: ``pixel`` (charbonnier | l1) + fft_weight * FFT L1
-    + perceptual_weight * LPIPS (only with local LPIPS weights, see :mod:`unblur.metrics.lpips`),
-    summed over a list of multi-scale outputs (finest first) when the model gives several.
+    """The configured image loss: ``pixel`` (charbonnier | l1) + fft_weight * the ``fft`` term (2d-l1:
+    L1 on 2-D spectra, as MIMO-UNet; height-charbonnier: Charbonnier on 1-D spectra along the height, as
+    BlurDM's authors) + perceptual_weight * LPIPS (only with local LPIPS weights, see
+    :mod:`unblur.metrics.lpips`), summed over a list of multi-scale outputs (finest first) when the model
+    gives several. ``clamp``: outputs are clamped to [0, 1] before every term (BlurDM's authors clamp to
+    their [-0.5, 0.5]), so pixels already past the range get no gradient.
     """
 
     def __init__(self, cfg: dict, device):
         if cfg["pixel"] not in ("charbonnier", "l1"):
             raise ValueError(f"loss.pixel must be charbonnier or l1, got {cfg['pixel']!r}")
+        if cfg.get("fft", "2d-l1") not in FFT_LOSSES:
+            raise ValueError(f"loss.fft must be one of {FFT_LOSSES}, got {cfg['fft']!r}")
         self.cfg = cfg
         self.multiscale = cfg["multiscale"]  # sum over every scale of a multi-scale output (MIMO-UNet+)
         self.perceptual = None
@@ -48,9 +64,15 @@ class ImageLoss:
 
     def single(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         c = self.cfg
+        if c.get("clamp"):
+            pred = pred.clamp(0, 1)
         loss = charbonnier(pred, target, c["charbonnier_eps"]) if c["pixel"] == "charbonnier" else l1(pred, target)
         if c["fft_weight"]:
-            loss = loss + c["fft_weight"] * fft_l1(pred, target)
+            if c.get("fft", "2d-l1") == "height-charbonnier":
+                freq = fft_height_charbonnier(pred, target, c["charbonnier_eps"])
+            else:
+                freq = fft_l1(pred, target)
+            loss = loss + c["fft_weight"] * freq
         if self.perceptual is not None:
             loss = loss + c["perceptual_weight"] * self.perceptual(pred, target).mean()
         return loss

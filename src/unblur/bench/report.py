@@ -100,8 +100,28 @@ def plot_speed_quality(path: Path, summary: dict) -> None:
         img.save(tmp)
 
 
-def write_report(out: Path, data: Path, pairs, models: list[str], rows: dict, command: str) -> Path:
-    """Write ``report.md``, ``results.json``, the crops and the plots into ``out``."""
+def passthrough_table(passthrough: dict) -> list[str]:
+    """Markdown lines: how unchanged each model returns sharp photos (PSNR of its output against the photo)."""
+    lines = [
+        "## Sharp photos returned (pass-through)",
+        "",
+        f"Each model run on {len(next(iter(passthrough.values())))} sharp photos; PSNR of the output against the photo "
+        "itself (higher is better: a sharp photo should come back unchanged).",
+        "",
+        "| model | mean PSNR (dB) | worst (dB) | photos below 36 dB |",
+        "|---|---|---|---|",
+    ]
+    for m, prow in passthrough.items():
+        values = [r["psnr"] for r in prow]
+        lines.append(f"| {m} | {np.mean(values):.2f} | {min(values):.2f} | {sum(v < 36 for v in values)} / {len(values)} |")
+    return lines + [""]
+
+
+def write_report(
+    out: Path, data: Path, pairs, models: list[str], rows: dict, command: str, passthrough: dict | None = None
+) -> Path:
+    """Write ``report.md``, ``results.json``, the crops and the plots into ``out``; ``passthrough``: each
+    model's rows on sharp photos (:func:`passthrough_table`)."""
     from unblur.bench.runner import lpips_model, summarise
 
     _, reason = lpips_model()
@@ -144,6 +164,7 @@ def write_report(out: Path, data: Path, pairs, models: list[str], rows: dict, co
         "Models whose name ends in `-oracle` are given each image's true kernel: they show what knowing the blur buys, "
         "not what a blind method reaches.",
         "",
+        *(passthrough_table(passthrough) if passthrough else []),
         "## Gain per image\n\n![gain per image](gain-per-image.png)\n\n## Speed and quality\n\n![speed vs quality](speed-vs-quality.png)",
         "",
         f"## Most improved by {focus}: `{pairs[int(np.argmax(gains))].name}` ({gains.max():+.2f} dB)\n\n![most improved]({most})",
@@ -160,5 +181,5 @@ def write_report(out: Path, data: Path, pairs, models: list[str], rows: dict, co
     with atomic_write(out / "report.md") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     with atomic_write(out / "results.json") as tmp:
-        Path(tmp).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+        Path(tmp).write_text(json.dumps({"summary": summary, "rows": rows, "passthrough": passthrough}, indent=1))
     return out / "report.md"

@@ -189,6 +189,10 @@ class ExposureBlur:
             "translations": path.translations.tolist(),
             "sharp_index": ref,
         }
+        if centre is not None:
+            meta["centre"] = list(centre)
+        if self.gamma and self.response != "srgb":
+            meta["gamma"] = g
         if obj is not None:
             meta["object_shift"] = (obj.shifts[-1] - obj.shifts[0]).tolist()  # pixels over the exposure
         if self.shot_read:

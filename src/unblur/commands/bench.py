@@ -27,6 +27,13 @@ def add_parser(sub) -> None:
     b.add_argument("--tile", type=int, default=None, metavar="N", help="largest tile side (default: per device; 0: whole image)")
     b.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="regression models' number format")
     b.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N pairs")
+    b.add_argument(
+        "--passthrough",
+        default=None,
+        metavar="DIR",
+        help="also run each model on the sharp photos of DIR and report how unchanged they come back "
+        "(PSNR of the output against the photo itself)",
+    )
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=run)
 
@@ -34,7 +41,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from unblur.bench.report import write_report
     from unblur.bench.runner import run_model
-    from unblur.data.paired import find_pairs
+    from unblur.data.paired import Pair, find_pairs
+    from unblur.io import list_images
     from unblur.restore import split_steps
     from unblur.zoo import CLASSICAL, MODELS
 
@@ -58,8 +66,18 @@ def run(args) -> int:
             rows[m] = run_model(m, pairs, out, device=args.device, tile=args.tile, quiet=args.quiet, precision=args.precision)
         except (ValueError, FileNotFoundError) as err:
             raise UsageError(str(err)) from None
+    passthrough = None
+    if args.passthrough:
+        photos = [Pair(p.stem, p, p, None) for p in list_images([args.passthrough])] if Path(args.passthrough).is_dir() else []
+        if not photos:
+            raise UsageError(f"--passthrough {args.passthrough}: no images there")
+        passthrough = {
+            m: run_model(m, photos, out / "passthrough", device=args.device, tile=args.tile, quiet=args.quiet, precision=args.precision)
+            for m in models
+            if m != "identity" and not m.endswith("-oracle")  # a non-blind method has no kernel for a sharp photo
+        }
     command = "unblur bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "unblur bench"
-    report = write_report(out, data, pairs, models, rows, command)
+    report = write_report(out, data, pairs, models, rows, command, passthrough)
     print(report.read_text().split("\n## Gain")[0])
     print(f"report: {report}")
     return 0

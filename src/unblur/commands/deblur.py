@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
         default=None,
         metavar="N",
         help="largest tile side: larger images are processed in overlapping tiles (0: whole image); "
-        "default 448 on a CPU (fastest per pixel there), 1024 on a GPU",
+        "default 640 on a CPU, 1024 on a GPU",
     )
     d.add_argument(
         "--precision",

@@ -4,6 +4,10 @@ They stay outside the repository (never committed). The data root is, first foun
 ``data.root`` of a training config, the environment variable ``UNBLUR_DATA``, or the folder ``shared``
 next to the repository (``<repository>/../shared``, whatever the current folder). It holds
 ``photos/train`` and ``photos/val`` (sharp photos) and ``bench/val_uniform`` (the public benchmark).
+
+Pairs synthesised once from those photos (``unblur cache``, a config's ``data.cache``) are the exception:
+a relative ``data.cache`` is read below the repository's root folder (its gitignored ``.data/``), not below
+the data root.
 """
 
 from __future__ import annotations
@@ -28,7 +32,17 @@ def data_root(setting: str | Path | None = None) -> Path:
 def data_path(path: str | Path | None, root: str | Path | None = None) -> Path | None:
     """``path`` as given when absolute, else below the data root (``root``: a config's ``data.root``);
     None and "" (no such data) stay None."""
+    return _below(path, data_root(root))
+
+
+def repository_path(path: str | Path | None) -> Path | None:
+    """``path`` as given when absolute, else below the repository's root folder, whatever the current folder
+    (a config's ``data.cache``, e.g. ``.data/cache-real-world``); None and "" stay None."""
+    return _below(path, REPOSITORY)
+
+
+def _below(path: str | Path | None, base: Path) -> Path | None:
     if path is None or str(path) == "":
         return None
     path = Path(path).expanduser()
-    return path if path.is_absolute() else data_root(root) / path
+    return path if path.is_absolute() else base / path

@@ -25,6 +25,7 @@ Training (the engine, :mod:`unblur.train.loop`)
     :meth:`training_loss` ``(batch, image_loss) -> (loss, terms)`` on a batch dict ``{"blurred", "sharp",
     ...}`` holding what the declarations asked for; ``terms`` (name -> float) are logged beside the loss.
     :meth:`validation_output` ``(blurred, sharp)``: the restoration the engine scores.
+    :meth:`init_from` ``(trained, arch)``: start from a model file's model (``train.init``).
 
 Inference (the Restorer, :mod:`unblur.restore`)
     :meth:`restore` ``(blurred, prior=None)``: a deterministic method's result for an image or one tile;
@@ -75,6 +76,17 @@ class Method(nn.Module):
         """The restoration of ``blurred`` that validation scores against ``sharp``; methods that restore with
         the sharp image (BlurDM's stage 1, a VAE's reconstruction) use it, the others ignore it."""
         return self(blurred)
+
+    def init_from(self, trained: nn.Module, arch: str) -> None:
+        """Start training from ``trained``, the model of the file that ``train.init`` names (``arch``: its
+        architecture). By default it must be a model of this method, its weights of the same names and
+        shapes (anything else may differ: a method's training stage, say), and they are loaded as they are.
+        A method that can also start from another architecture's model overrides this (BlurDM: from a
+        plainly trained model of its backbone). Raises ValueError when ``trained`` cannot start this method."""
+        theirs, ours = trained.state_dict(), self.state_dict()
+        if type(trained) is not type(self) or theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
+            raise ValueError(f"its model ({arch}, {trained.config}) differs from the config's")
+        self.load_state_dict(theirs)
 
     # -- inference ---------------------------------------------------------------------------------
     def forward(self, blurred: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,9 @@
 Two encoders map images to a 256-d prior z: the Sharp Encoder SE(blurred, sharp) sees the
 answer (training only), the Blur Encoder BE(blurred) does not. A short latent diffusion
 (:mod:`unblur.diffusion.blur_diffusion`) walks from BE's latent back towards SE's with two
-small estimators (blur residual and noise), and the result modulates every decoder block
-of the backbone (x * k + v, :class:`unblur.nn.layers.PriorModulation`).
+small estimators (blur residual and noise), and the result modulates the backbone's decoder
+(x * k + v, :class:`unblur.nn.layers.PriorModulation`) where ``prior_at`` says: "input", where the
+authors put it for each backbone, or "output", our first version.
 
 Training has three stages (``stage`` picks what trains and which loss applies):
 1. backbone + SE with the image loss (the prior comes from SE);
@@ -12,9 +13,19 @@ Training has three stages (``stage`` picks what trains and which loss applies):
 3. backbone + BE + estimators with the image loss (the prior comes from the diffusion).
 Inference is BE -> T reverse steps -> backbone, as in stage 3.
 
-Our option (``exposure_weight`` > 0, off by default): stages 2 and 3 also supervise every
-intermediate step of the reverse chain with the physical partial exposures of the blur
-synthesizer (see :meth:`BlurDM.exposure_loss` and docs/methods/blurdm.md).
+The prior network (``prior_net``): "authors", as their code builds it (encoders ending in LeakyReLU,
+BE fed the blurred image twice, six-layer estimators ending in LeakyReLU: 2.07 M parameters for BE and
+the estimators at the paper's sizes), or "v1", our first version. A key absent from a model file's config
+takes the value that rebuilds our first version (``prior_at: output``, ``prior_init: identity``,
+``prior_net: v1``), so files trained before these keys existed load and run as they were trained; every
+config we ship sets the authors' values. docs/methods/blurdm.md cites the authors' lines for each.
+
+Our options: ``prior_init: identity`` (the modulation starts as the identity, so BlurDM can be added to
+an already trained backbone, see :meth:`BlurDM.init_backbone`); ``inference_seed`` (z_T's noise at
+inference: None = 0, the mean path; an integer = one fixed draw, as the authors' seeded test scripts);
+``exposure_weight`` > 0 (off by default): stages 2 and 3 also supervise every intermediate step of the
+reverse chain with the physical partial exposures of the blur synthesizer (see
+:meth:`BlurDM.exposure_loss` and docs/methods/blurdm.md).
 """
 
 from __future__ import annotations
@@ -28,7 +39,12 @@ from unblur.losses import charbonnier
 from unblur.methods.base import Method
 from unblur.nn import build as build_backbone
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import eval_frozen, pad_to_multiple
+from unblur.nn.layers import PriorModulation, check_prior_options, eval_frozen, pad_to_multiple
+
+#: The prior network's layouts: the authors' and our first version's (see :class:`PriorEncoder`, :class:`Estimator`).
+PRIOR_NETS = ("authors", "v1")
+#: Backbone arguments BlurDM sets itself (from its own ``dim``, ``prior_at``, ``prior_init``).
+PRIOR_KEYS = ("prior_dim", "prior_at", "prior_init")
 
 
 class ResBlock(nn.Module):
@@ -47,15 +63,20 @@ class ResBlock(nn.Module):
 
 
 class PriorEncoder(nn.Module):
-    """Images -> prior vector. ``inputs`` RGB images (1 for BE, 2 for SE) in [0, 1], each (B, 3, H, W),
-    are pixel-unshuffled by 4 and concatenated (48 channels each), then conv -> ``blocks`` residual
-    blocks -> convs c -> 2c -> 2c -> dim -> global average pool -> MLP. Returns (B, dim).
-    The authors' sizes: c = 64, 6 blocks, dim = 256; SE has BatchNorm, BE has none."""
+    """Images -> prior vector. ``inputs`` RGB images in [0, 1], each (B, 3, H, W), are pixel-unshuffled
+    by 4 and concatenated (48 channels each), then conv -> ``blocks`` residual blocks -> convs
+    c -> 2c -> 2c -> dim -> global average pool -> MLP. Returns (B, dim).
+    The authors' sizes: c = 64, 6 blocks, dim = 256, two inputs (SE: blurred and sharp; BE: the blurred
+    image twice); SE has BatchNorm, BE has none. ``final_act``: a LeakyReLU after the last conv and after
+    the MLP, as the authors' encoder has (our first version had neither)."""
 
-    def __init__(self, inputs: int, channels: int = 64, blocks: int = 6, dim: int = 256, norm: bool = False):
+    def __init__(
+        self, inputs: int, channels: int = 64, blocks: int = 6, dim: int = 256, norm: bool = False, final_act: bool = False
+    ):
         super().__init__()
         c = channels
         act = nn.LeakyReLU(0.1, inplace=True)
+        end = [act] if final_act else []
         self.body = nn.Sequential(
             nn.Conv2d(48 * inputs, c, 3, padding=1),
             act,
@@ -65,10 +86,11 @@ class PriorEncoder(nn.Module):
             nn.Conv2d(2 * c, 2 * c, 3, padding=1),
             act,
             nn.Conv2d(2 * c, dim, 3, padding=1),
+            *end,
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), act, nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), act, nn.Linear(dim, dim), *end)
 
     def pooled(self, *images: torch.Tensor) -> torch.Tensor:
         """The globally averaged features before the MLP, (B, dim)."""
@@ -81,17 +103,23 @@ class PriorEncoder(nn.Module):
 
 
 class Estimator(nn.Module):
-    """An MLP on [z_blur, t / T, z_t] -> (B, dim): one for the blur residual, one for the noise."""
+    """An MLP on [z_blur, t / T, z_t] -> (B, dim): one for the blur residual, one for the noise.
 
-    def __init__(self, dim: int = 256, hidden: int = 256):
+    ``layers`` Linear layers (2d+1 -> hidden -> ... -> hidden -> dim), each followed by LeakyReLU(0.1)
+    except the last unless ``final_act``. The authors': 6 layers with the final activation (Linear
+    513 -> 256 and five Linear 256 -> 256, each with LeakyReLU); our first version: 3, linear output."""
+
+    def __init__(self, dim: int = 256, hidden: int = 256, layers: int = 3, final_act: bool = False):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(2 * dim + 1, hidden),
-            nn.LeakyReLU(0.1),
-            nn.Linear(hidden, hidden),
-            nn.LeakyReLU(0.1),
-            nn.Linear(hidden, dim),
-        )
+        if layers < 2:
+            raise ValueError(f"an estimator needs at least 2 layers, got {layers}")
+        sizes = [2 * dim + 1, *[hidden] * (layers - 1), dim]
+        modules = []
+        for i in range(layers):
+            modules.append(nn.Linear(sizes[i], sizes[i + 1]))
+            if i < layers - 1 or final_act:
+                modules.append(nn.LeakyReLU(0.1))
+        self.net = nn.Sequential(*modules)
 
     def forward(self, z_blur: torch.Tensor, level: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z_blur, level, z_t], dim=1))
@@ -101,9 +129,16 @@ class BlurDM(Method):
     """A backbone with BlurDM's prior, as a :class:`~unblur.methods.base.Method`: ``restore(blurred)`` ->
     (B, 3, H, W) in [0, 1]; ``training_loss`` is the loss of the configured stage.
 
-    backbone / backbone_config: any backbone of :mod:`unblur.nn` (built with ``prior_dim=dim``).
+    backbone / backbone_config: any backbone of :mod:`unblur.nn` (built with ``prior_dim=dim`` and the
+    prior options below).
     encoder_channels / encoder_blocks / dim / estimator_hidden: sizes (authors: 64 / 6 / 256 / 256).
     steps, alpha_end, beta_end: the :class:`BlurSchedule`. stage: 1, 2 or 3 (see the module docstring).
+    prior_at: "input" (the authors' place for each backbone) or "output" (our first version).
+    prior_init: "random" (the authors') or "identity" (ours: the modulation starts as the identity).
+    prior_net: "authors" (their encoders and estimators) or "v1" (our first version).
+    Absent from a model file, these three take the "output" / "identity" / "v1" of our first version.
+    inference_seed: z_T's noise at inference (training always draws it at random): None takes ε = 0, the
+    mean path; an integer takes one fixed draw from a generator seeded with it, the same for every image.
     exposure_weight: weight of :meth:`exposure_loss`, added to the loss of stage 2 or 3 (0: off, the
     authors' training; a config sets it per stage). Training then needs each sample's partial
     exposures: build the data with ``SyntheticPairs(..., exposure_fractions=model.exposure_fractions)``
@@ -124,16 +159,29 @@ class BlurDM(Method):
         beta_end: float = 0.02,
         stage: int = 3,
         exposure_weight: float = 0.0,
+        prior_at: str = "output",
+        prior_init: str = "identity",
+        prior_net: str = "v1",
+        inference_seed: int | None = None,
     ):
         super().__init__()
-        backbone_config = {k: v for k, v in (backbone_config or {}).items() if k != "prior_dim"}
+        check_prior_options(prior_at, prior_init)
+        if prior_net not in PRIOR_NETS:
+            raise ValueError(f"prior_net must be one of {PRIOR_NETS}, got {prior_net!r}")
+        backbone_config = {k: v for k, v in (backbone_config or {}).items() if k not in PRIOR_KEYS}
         if exposure_weight and steps < 2:
             raise ValueError("BlurDM's exposure loss supervises the intermediate steps: it needs steps >= 2")
-        self.backbone = build_backbone(backbone, {**backbone_config, "prior_dim": dim})
-        self.sharp_encoder = PriorEncoder(2, encoder_channels, encoder_blocks, dim, norm=True)
-        self.blur_encoder = PriorEncoder(1, encoder_channels, encoder_blocks, dim, norm=False)
-        self.residual_net = Estimator(dim, estimator_hidden)
-        self.noise_net = Estimator(dim, estimator_hidden)
+        self.backbone = build_backbone(
+            backbone, {**backbone_config, "prior_dim": dim, "prior_at": prior_at, "prior_init": prior_init}
+        )
+        authors = prior_net == "authors"
+        # the authors' BE is their SE's network fed the blurred image twice (96 input channels)
+        self.blur_inputs = 2 if authors else 1
+        self.sharp_encoder = PriorEncoder(2, encoder_channels, encoder_blocks, dim, norm=True, final_act=authors)
+        self.blur_encoder = PriorEncoder(self.blur_inputs, encoder_channels, encoder_blocks, dim, final_act=authors)
+        layers = 6 if authors else 3
+        self.residual_net = Estimator(dim, estimator_hidden, layers, final_act=authors)
+        self.noise_net = Estimator(dim, estimator_hidden, layers, final_act=authors)
         self.schedule = BlurSchedule(steps, alpha_end, beta_end)
         self.set_stage(stage)
 
@@ -167,11 +215,47 @@ class BlurDM(Method):
         # rounded: 0.6000000000000001 of a 100-point path would keep 61 points, not 60
         return tuple(round(f, 9) for f in self.schedule.exposure_fractions[1:-1].tolist())
 
+    def init_from(self, trained: nn.Module, arch: str) -> None:
+        """``train.init``: a BlurDM model file (an earlier run's) as for any method, or a plainly trained model of
+        our backbone, to which BlurDM is added (:meth:`init_backbone`)."""
+        if isinstance(trained, BlurDM):
+            super().init_from(trained, arch)
+        else:
+            self.init_backbone(trained, arch)
+
+    def init_backbone(self, trained: nn.Module, arch: str) -> None:
+        """Start from a plainly trained backbone (BlurDM added to it): load its weights into ours and put
+        every prior modulation at the identity, so that this model's output equals ``trained``'s until the
+        prior path learns. ``trained`` must be the same architecture and size as our backbone; needs
+        ``prior_init: identity`` (the authors' random modulation would change the output at once)."""
+        if arch != self.config["backbone"]:
+            raise ValueError(f"BlurDM on {self.config['backbone']} cannot start from a {arch} model")
+        theirs = {k: v for k, v in trained.config.items() if k not in PRIOR_KEYS}
+        ours = {k: v for k, v in self.backbone.config.items() if k not in PRIOR_KEYS}
+        if theirs != ours:
+            raise ValueError(f"the trained {arch} ({theirs}) is not the size of BlurDM's backbone ({ours})")
+        if self.config["prior_init"] != "identity":
+            raise ValueError("starting from a trained backbone keeps its output only with model.prior_init: identity")
+        result = self.backbone.load_state_dict(trained.state_dict(), strict=False)
+        if result.unexpected_keys or not all(k.startswith("priors.") for k in result.missing_keys):
+            raise ValueError(f"the trained {arch}'s weights do not fit BlurDM's backbone: {result}")
+        for m in self.backbone.modules():
+            if isinstance(m, PriorModulation):
+                m.reset_identity()
+
     # -- the prior and the restoration ----------------------------------------------------------
+    def inference_noise(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        """z_T's noise at inference: None (ε = 0) or the one draw ``inference_seed`` fixes, (batch, dim)."""
+        seed = self.config["inference_seed"]
+        if seed is None:
+            return None
+        eps = torch.randn(1, self.config["dim"], generator=torch.Generator().manual_seed(seed))
+        return eps.expand(batch, -1).to(device)
+
     def diffused_prior(self, blurred: torch.Tensor, noise: torch.Tensor | None = None, means: list | None = None) -> torch.Tensor:
         """BE(blurred) -> T reverse steps -> z_0, (B, dim). ``noise`` for z_T (training); None = mean path.
         ``means``, if a list, receives each step's noise-free estimate (see :func:`sample`)."""
-        z_blur = self.blur_encoder(blurred)
+        z_blur = self.blur_encoder(*[blurred] * self.blur_inputs)
         return sample(self.schedule, self.residual_net, self.noise_net, z_blur, noise, means=means)
 
     def exposure_loss(self, blurred: torch.Tensor, means: list, exposures: torch.Tensor | None) -> torch.Tensor:
@@ -210,10 +294,10 @@ class BlurDM(Method):
             for x in range(0, w, tile):
                 part = blurred[..., y : y + tile, x : x + tile]
                 n = part.shape[-2] * part.shape[-1]
-                total = total + self.blur_encoder.pooled(part) * n
+                total = total + self.blur_encoder.pooled(*[part] * self.blur_inputs) * n
                 area += n
         z_blur = self.blur_encoder.mlp(total / area)
-        return sample(self.schedule, self.residual_net, self.noise_net, z_blur)
+        return sample(self.schedule, self.residual_net, self.noise_net, z_blur, self.inference_noise(1, z_blur.device))
 
     # -- the method contract (see unblur.methods.base) ------------------------------------------------
     def restore(self, blurred: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,9 +338,14 @@ class BlurDM(Method):
         return self._plus_exposure_loss(loss, blurred, means, batch.get("exposures")), {}
 
     def _sampled_prior(self, blurred: torch.Tensor, means: list | None = None) -> torch.Tensor:
-        """:meth:`diffused_prior` from noise in training (a sample, as the authors train), the mean path otherwise."""
-        # drawn on the CPU generator, which checkpoints save: resumed runs draw the same noise
-        noise = torch.randn(blurred.shape[0], self.config["dim"]).to(blurred.device) if self.training else None
+        """:meth:`diffused_prior` from noise in training (a sample, as the authors train), otherwise from
+        :meth:`inference_noise` (the mean path, or the one draw ``inference_seed`` fixes)."""
+        b = blurred.shape[0]
+        if self.training:
+            # drawn on the CPU generator, which checkpoints save: resumed runs draw the same noise
+            noise = torch.randn(b, self.config["dim"]).to(blurred.device)
+        else:
+            noise = self.inference_noise(b, blurred.device)
         return self.diffused_prior(blurred, noise, means)
 
     def _plus_exposure_loss(self, loss: torch.Tensor, blurred: torch.Tensor, means: list | None, exposures) -> torch.Tensor:

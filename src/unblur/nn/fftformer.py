@@ -23,8 +23,14 @@ are RGB in [0, 1], shape (B, 3, H, W); the input is padded by reflection to a mu
 of ``2**(levels - 1) * patch`` (every level must tile into patches) and the output
 cropped back.
 
-With ``prior_dim > 0`` the output of every decoder and refinement block is modulated by
-a prior vector (BlurDM's fusion, see :class:`unblur.nn.layers.PriorModulation`).
+With ``prior_dim > 0`` a prior vector modulates every decoder and refinement block, the
+blocks with FSAS (BlurDM's fusion, see :class:`unblur.nn.layers.PriorModulation`).
+``prior_at="input"``: as the BlurDM authors do (github.com/Jin-Ting-He/BlurDM,
+src/FFTformer/models/FFTformerBlurDM.py, ``FSAS`` lines 167-176, called from
+``TransformerBlock.forward`` line 221 with norm1 applied), x * k + v on FSAS's input after the
+block's first LayerNorm, inside the attention branch; Linear without bias (``bias=False``, line 295).
+``prior_at="output"``: our first version (the block's output, Linear with bias), kept for the
+model files trained with it.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, check_prior_options, pad_to_multiple, prior_modulations, run_modulated
 
 
 def patch_rfft(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -96,7 +102,8 @@ class FSAS(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + FSAS(LN(x)) (decoder only), then x + DFFN(LN(x))."""
+    """Pre-norm transformer block: x + FSAS(LN(x)) (decoder only), then x + DFFN(LN(x)).
+    ``modulate`` (BlurDM's prior, the authors' placement): x + FSAS(modulate(LN(x)))."""
 
     def __init__(self, c: int, expand: float, patch: int, attention: bool):
         super().__init__()
@@ -105,9 +112,10 @@ class Block(nn.Module):
         self.norm2 = LayerNorm2d(c)
         self.ffn = DFFN(c, expand, patch)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, modulate=None) -> torch.Tensor:
         if self.attn is not None:
-            x = x + self.attn(self.norm1(x))
+            a = self.norm1(x)
+            x = x + self.attn(a if modulate is None else modulate(a))
         return x + self.ffn(self.norm2(x))
 
 
@@ -139,7 +147,8 @@ class FFTformer(nn.Module):
     enc_blocks: blocks per level, finest first; the decoder has as many at each level.
     refinement_blocks: FSAS blocks at full resolution after the decoder.
     ffn_expand: DFFN hidden width as a multiple of the channels; patch: FFT tile size.
-    prior_dim: size of the optional prior vector that modulates the decoder and refinement blocks (0: none).
+    prior_dim: size of the optional prior vector that modulates the decoder and refinement blocks (0: none);
+    prior_at / prior_init: where it enters and how it starts (:data:`unblur.nn.layers.PRIOR_AT`, ``PRIOR_INIT``).
     """
 
     multiscale = False  # one output scale (see unblur.nn)
@@ -154,8 +163,11 @@ class FFTformer(nn.Module):
         patch: int = 8,
         in_channels: int = 3,
         prior_dim: int = 0,
+        prior_at: str = "output",
+        prior_init: str = "identity",
     ):
         super().__init__()
+        check_prior_options(prior_at, prior_init)
         levels = len(enc_blocks)
         chans = [width * 2**i for i in range(levels)]
 
@@ -172,7 +184,10 @@ class FFTformer(nn.Module):
         self.refinement = stack(width, refinement_blocks, True)
         self.output = nn.Conv2d(width, in_channels, 3, padding=1, bias=False)
         # one modulation per decoder block (group i: level i) and per refinement block (the last group)
-        self.priors = prior_modulations(prior_dim, [*zip(chans, enc_blocks), (width, refinement_blocks)])
+        self.priors = prior_modulations(
+            prior_dim, [*zip(chans, enc_blocks), (width, refinement_blocks)], prior_init, bias=prior_at == "output"
+        )
+        self.prior_at = "inside" if prior_at == "input" else prior_at
         self.multiple = 2 ** (levels - 1) * patch
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -186,11 +201,11 @@ class FFTformer(nn.Module):
                 skips.append(y)
                 y = self.downs[i](y)
         last = len(self.decoders) - 1
-        y = run_modulated(self.decoders[last], y, prior, self.priors, last)
+        y = run_modulated(self.decoders[last], y, prior, self.priors, last, at=self.prior_at)
         for i in reversed(range(last)):
             y = self.fuses[i](self.ups[i](y), skips[i])
-            y = run_modulated(self.decoders[i], y, prior, self.priors, i)
-        y = run_modulated(self.refinement, y, prior, self.priors, last + 1)
+            y = run_modulated(self.decoders[i], y, prior, self.priors, i, at=self.prior_at)
+        y = run_modulated(self.refinement, y, prior, self.priors, last + 1, at=self.prior_at)
         y = self.output(y) + inp
         return y[..., :h, :w]
 

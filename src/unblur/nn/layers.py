@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,43 +22,90 @@ class LayerNorm2d(nn.Module):
         return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
 
 
+#: Where a backbone's prior enters (``prior_at``): "input", where the BlurDM authors put it for that backbone
+#: (a block's input or its attention branch, see each backbone's docstring); "output", our first version
+#: (every modulated block's output), kept so that model files trained with it load and run as trained.
+PRIOR_AT = ("input", "output")
+#: How the modulation starts (``prior_init``): "identity" (ours: k = 1 + k', zero-initialised, a trained
+#: backbone's output unchanged until the prior path learns) or "random" (the authors': k, v straight from
+#: a Linear with PyTorch's default initialisation).
+PRIOR_INIT = ("identity", "random")
+
+
+def check_prior_options(prior_at: str, prior_init: str) -> None:
+    if prior_at not in PRIOR_AT:
+        raise ValueError(f"prior_at must be one of {PRIOR_AT}, got {prior_at!r}")
+    if prior_init not in PRIOR_INIT:
+        raise ValueError(f"prior_init must be one of {PRIOR_INIT}, got {prior_init!r}")
+
+
 class PriorModulation(nn.Module):
     """BlurDM's fusion of a prior vector into a feature map: x <- x * k + v, (k, v) = Linear(prior_dim -> 2C)(z).
 
-    We write the scale as k = 1 + k' with the Linear zero-initialised, so a freshly
-    added prior path is the identity and a trained backbone keeps its output until
-    the prior learns something (the authors' code starts from random k, v).
-    x: (B, C, H, W); prior: (B, prior_dim) or None (no modulation).
+    identity=False is the authors' form: k and v come straight from the Linear, which starts with
+    PyTorch's default (random) initialisation. identity=True is our option: k = 1 + k' with the Linear
+    zero-initialised, so a freshly added prior path is the identity and a trained backbone keeps its
+    output until the prior learns something. bias: whether the Linear has one (the authors': none for
+    MIMO-UNet+, Stripformer and FFTformer, one for LoFormer). x: (B, C, H, W); prior: (B, prior_dim) or
+    None (no modulation).
     """
 
-    def __init__(self, prior_dim: int, channels: int):
+    def __init__(self, prior_dim: int, channels: int, identity: bool = True, bias: bool = True):
         super().__init__()
-        self.linear = nn.Linear(prior_dim, 2 * channels)
+        self.identity = identity
+        self.linear = nn.Linear(prior_dim, 2 * channels, bias=bias)
+        if identity:
+            self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Zero the Linear: with k = 1 + k' the modulation is then the identity."""
         nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        if self.linear.bias is not None:
+            nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
         if prior is None:
             return x
         k, v = self.linear(prior).to(x.dtype)[..., None, None].chunk(2, dim=1)
-        return x * (1 + k) + v
+        return x * (1 + k) + v if self.identity else x * k + v
 
 
-def prior_modulations(prior_dim: int, groups) -> nn.ModuleList | None:
-    """One :class:`PriorModulation` per block, grouped as the blocks are: ``groups`` lists
+def prior_modulations(
+    prior_dim: int, groups, prior_init: str = "identity", bias: bool = True
+) -> nn.ModuleList | None:
+    """One :class:`PriorModulation` per modulated block, grouped as the blocks are: ``groups`` lists
     (channels, number of blocks); returns ``priors[group][block]``, or None when ``prior_dim`` is 0.
     Kept apart from the blocks so that weights trained without a prior load as they are."""
     if not prior_dim:
         return None
-    return nn.ModuleList(nn.ModuleList(PriorModulation(prior_dim, c) for _ in range(n)) for c, n in groups)
+    identity = prior_init == "identity"
+    return nn.ModuleList(
+        nn.ModuleList(PriorModulation(prior_dim, c, identity, bias) for _ in range(n)) for c, n in groups
+    )
 
 
-def run_modulated(blocks, x: torch.Tensor, prior: torch.Tensor | None, priors: nn.ModuleList | None, group: int) -> torch.Tensor:
-    """Apply ``blocks`` in turn, each output modulated by ``priors[group][j]`` (none when ``priors`` is None)."""
+def run_modulated(
+    blocks, x: torch.Tensor, prior: torch.Tensor | None, priors: nn.ModuleList | None, group: int, at: str = "output"
+) -> torch.Tensor:
+    """Apply ``blocks`` in turn, modulated by ``priors[group]`` (nothing is modulated when ``priors`` is None).
+
+    at="output": block j's output by ``priors[group][j]`` (our first version, ``prior_at: output``);
+    at="input": the input of the whole stack by ``priors[group][0]`` (MIMO-UNet+'s decoder block);
+    at="inside": block j is called as ``block(x, modulate)`` and applies ``modulate`` where the authors
+    put the prior (the input of its attention branch)."""
+    if priors is None:
+        for block in blocks:
+            x = block(x)
+        return x
+    if at == "input":
+        x = priors[group][0](x, prior)
     for j, block in enumerate(blocks):
-        x = block(x)
-        if priors is not None:
-            x = priors[group][j](x, prior)
+        if at == "inside":
+            x = block(x, partial(priors[group][j], prior=prior))
+        else:
+            x = block(x)
+            if at == "output":
+                x = priors[group][j](x, prior)
     return x
 
 

@@ -25,8 +25,15 @@ the residual to the input. Input and output are RGB in [0, 1], shape (B, 3, H, W
 input is padded by reflection to a multiple of ``2**levels * window`` (every level must
 tile into windows) and the output cropped back.
 
-With ``prior_dim > 0`` the output of every decoder block is modulated by a prior vector
-(BlurDM's fusion, see :class:`unblur.nn.layers.PriorModulation`).
+With ``prior_dim > 0`` a prior vector modulates every decoder block (BlurDM's fusion, see
+:class:`unblur.nn.layers.PriorModulation`). ``prior_at="input"``: as the BlurDM authors do
+(github.com/Jin-Ting-He/BlurDM, src/LoFormer/models/LoFormerBlurDM.py: ``Attention`` lines
+151-152 and 281-290, called from ``TransformerBlock.forward`` lines 451-452 as
+attn([norm1(DCT(x)), prior])), x * k + v on the layer-normalised DCT coefficients that enter
+Freq-LC, inside the attention branch; only the decoder's blocks have a prior (``prior_exist=True``
+at line 822, False for the encoder and bottleneck at lines 784 and 801); the Linear has a bias
+(``bias=True``, line 711). ``prior_at="output"``: our first version (the block's output), kept
+for the model files trained with it.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, check_prior_options, pad_to_multiple, prior_modulations, run_modulated
 
 
 @lru_cache(maxsize=64)
@@ -113,7 +120,8 @@ class FeedForward(nn.Module):
 
 
 class LoFT(nn.Module):
-    """Local frequency transformer block: x <- IDCT(DCT(x) + FreqLC(LN(DCT(x)))), then x <- x + FFN(LN(x))."""
+    """Local frequency transformer block: x <- IDCT(DCT(x) + FreqLC(LN(DCT(x)))), then x <- x + FFN(LN(x)).
+    ``modulate`` (BlurDM's prior, the authors' placement): FreqLC(modulate(LN(DCT(x))))."""
 
     def __init__(self, c: int, heads: int, window: int, expand: float):
         super().__init__()
@@ -122,9 +130,10 @@ class LoFT(nn.Module):
         self.norm2 = LayerNorm2d(c)
         self.ffn = FeedForward(c, expand)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, modulate=None) -> torch.Tensor:
         f = dct2(x)
-        x = dct2(f + self.attn(self.norm1(f)), inverse=True)
+        a = self.norm1(f)
+        x = dct2(f + self.attn(a if modulate is None else modulate(a)), inverse=True)
         return x + self.ffn(self.norm2(x))
 
 
@@ -136,7 +145,8 @@ class LoFormer(nn.Module):
     middle_blocks: at the lowest resolution. heads: attention heads per encoder level (the decoder
     uses them in reverse), middle_heads: in the bottleneck. window: frequency window size;
     ffn_expand: FFN hidden width as a multiple of the channels.
-    prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none).
+    prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none);
+    prior_at / prior_init: where it enters and how it starts (:data:`unblur.nn.layers.PRIOR_AT`, ``PRIOR_INIT``).
     """
 
     multiscale = False  # one output scale (see unblur.nn)
@@ -154,8 +164,11 @@ class LoFormer(nn.Module):
         ffn_expand: float = 2.66,
         in_channels: int = 3,
         prior_dim: int = 0,
+        prior_at: str = "output",
+        prior_init: str = "identity",
     ):
         super().__init__()
+        check_prior_options(prior_at, prior_init)
         if not len(enc_blocks) == len(dec_blocks) == len(heads):
             raise ValueError("enc_blocks, dec_blocks and heads need one entry per level")
         levels = len(enc_blocks)
@@ -182,7 +195,9 @@ class LoFormer(nn.Module):
             dec_chans.append(c)
             self.decoders.append(stack(c, n, nh))
         self.output = nn.Conv2d(c, in_channels, 3, padding=1)
-        self.priors = prior_modulations(prior_dim, list(zip(dec_chans, dec_blocks)))  # one per decoder block
+        # one per decoder block; the authors' Linear has a bias here (unlike their other backbones')
+        self.priors = prior_modulations(prior_dim, list(zip(dec_chans, dec_blocks)), prior_init, bias=True)
+        self.prior_at = "inside" if prior_at == "input" else prior_at
         self.multiple = 2**levels * window
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -196,7 +211,7 @@ class LoFormer(nn.Module):
             y = down(y)
         y = self.middle(y)
         for i, (up, reduce, dec, skip) in enumerate(zip(self.ups, self.reduces, self.decoders, reversed(skips))):
-            y = run_modulated(dec, reduce(torch.cat([up(y), skip], dim=1)), prior, self.priors, i)
+            y = run_modulated(dec, reduce(torch.cat([up(y), skip], dim=1)), prior, self.priors, i, at=self.prior_at)
         y = self.output(y) + inp
         return y[..., :h, :w]
 

@@ -15,8 +15,12 @@ MIMO-UNet+ uses 20 per block at widths 32/64/128 (16.1 M parameters). Input and
 output are RGB in [0, 1], shape (B, 3, H, W); the input is padded by reflection to a
 multiple of 4 and the output cropped back.
 
-With ``prior_dim > 0`` the output of each decoder block (one per level) is modulated
-by a prior vector (BlurDM's fusion, see :class:`unblur.nn.layers.PriorModulation`).
+With ``prior_dim > 0`` a prior vector modulates each decoder block (one per level; BlurDM's
+fusion, see :class:`unblur.nn.layers.PriorModulation`). ``prior_at="input"``: as the BlurDM
+authors do (github.com/Jin-Ting-He/BlurDM, src/MIMO_UNet/models/MIMOUNetBlurDM.py, ``DBlock``,
+lines 36-47), x * k + v on the block's *input*, before its residual blocks, Linear without bias.
+``prior_at="output"``: our first version (the block's output, Linear with bias), kept for the
+model files trained with it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import check_prior_options, pad_to_multiple, prior_modulations, run_modulated
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1, relu: bool = True) -> nn.Module:
@@ -100,14 +104,17 @@ class MIMOUNetPlus(nn.Module):
     width: channels at full resolution (x2, x4 at 1/2 and 1/4 scale); 32 in the paper.
     num_res: residual blocks per encoder / decoder block (8: MIMO-UNet, 20: MIMO-UNet+).
     dropout: channel dropout on the two fused skips (the authors' MIMO-UNet+ uses 0.1).
-    prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none).
+    prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none);
+    prior_at / prior_init: where it enters and how it starts (:data:`unblur.nn.layers.PRIOR_AT`, ``PRIOR_INIT``).
     """
 
     multiscale = True  # forward(x, prior, all_scales=True) returns every scale, for the multi-scale loss
 
     @register_to_config
-    def __init__(self, width: int = 32, num_res: int = 20, dropout: float = 0.1, prior_dim: int = 0):
+    def __init__(self, width: int = 32, num_res: int = 20, dropout: float = 0.1, prior_dim: int = 0,
+                 prior_at: str = "output", prior_init: str = "identity"):  # fmt: skip
         super().__init__()
+        check_prior_options(prior_at, prior_init)
         widths = (width, 2 * width, 4 * width)
 
         def stack(c: int) -> nn.Sequential:
@@ -126,7 +133,9 @@ class MIMOUNetPlus(nn.Module):
         self.ups = nn.ModuleList(up(c, c // 2) for c in reversed(widths[1:]))
         self.merges = nn.ModuleList(conv(c, c // 2, 1) for c in reversed(widths[1:]))  # [up, skip] -> c/2
         self.outs = nn.ModuleList(conv(c, 3, 3, relu=False) for c in reversed(widths))
-        self.priors = prior_modulations(prior_dim, [(c, 1) for c in reversed(widths)])  # one per decoder level
+        # one per decoder level
+        self.priors = prior_modulations(prior_dim, [(c, 1) for c in reversed(widths)], prior_init, bias=prior_at == "output")
+        self.prior_at = prior_at
 
     def forward(
         self, x: torch.Tensor, prior: torch.Tensor | None = None, all_scales: bool = False
@@ -160,7 +169,7 @@ class MIMOUNetPlus(nn.Module):
         for i, dec in enumerate(self.decoders):
             if i:
                 y = self.merges[i - 1](torch.cat([self.ups[i - 1](y), skips[2 - i]], dim=1))
-            y = run_modulated([dec], y, prior, self.priors, i)
+            y = run_modulated([dec], y, prior, self.priors, i, at=self.prior_at)
             outs.append(self.outs[i](y) + imgs[2 - i])
         outs.reverse()
         outs[0] = outs[0][..., :h, :w]

@@ -7,8 +7,12 @@ RGB in [0, 1], shape (B, 3, H, W); the network predicts the residual to the
 input. H and W need not be multiples of anything: the input is padded by
 reflection to a multiple of 2**levels and the output cropped back.
 
-With ``prior_dim > 0`` every decoder block's output is modulated by a prior vector
-(BlurDM's fusion, see :class:`unblur.nn.layers.PriorModulation`).
+With ``prior_dim > 0`` a prior vector modulates the decoder (BlurDM's fusion, see
+:class:`unblur.nn.layers.PriorModulation`). NAFNet is not one of the BlurDM authors' backbones;
+``prior_at="input"`` is our analogue of their MIMO-UNet+ placement (``DBlock.forward``: x * k + v
+on the input of each decoder level's stack of residual blocks, Linear without bias): here the input
+of each decoder level's NAFBlocks (upsampled features + skip). ``prior_at="output"`` is our first
+version, every decoder block's output (Linear with bias), kept for the model files trained with it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, check_prior_options, pad_to_multiple, prior_modulations, run_modulated
 
 
 class SimpleGate(nn.Module):
@@ -61,7 +65,8 @@ class NAFNet(nn.Module):
 
     width: channels at full resolution (doubled at each of the ``len(enc_blocks)`` levels).
     enc_blocks / dec_blocks: NAFBlocks per level; middle_blocks: at the lowest resolution.
-    prior_dim: size of the optional prior vector that modulates the decoder blocks (0: none).
+    prior_dim: size of the optional prior vector that modulates the decoder (0: none);
+    prior_at / prior_init: where it enters and how it starts (:data:`unblur.nn.layers.PRIOR_AT`, ``PRIOR_INIT``).
     """
 
     multiscale = False  # one output scale (see unblur.nn)
@@ -75,8 +80,11 @@ class NAFNet(nn.Module):
         dec_blocks=(1, 1, 1, 1),
         in_channels: int = 3,
         prior_dim: int = 0,
+        prior_at: str = "output",
+        prior_init: str = "identity",
     ):
         super().__init__()
+        check_prior_options(prior_at, prior_init)
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError("enc_blocks and dec_blocks need one entry per level")
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
@@ -93,7 +101,15 @@ class NAFNet(nn.Module):
             c //= 2
             self.decoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
         levels = len(dec_blocks)
-        self.priors = prior_modulations(prior_dim, [(width * 2 ** (levels - 1 - i), n) for i, n in enumerate(dec_blocks)])
+        # "input": one modulation per decoder level, on its input; "output": one per decoder block, on its output
+        per_level = [1 if prior_at == "input" else n for n in dec_blocks]
+        self.priors = prior_modulations(
+            prior_dim,
+            [(width * 2 ** (levels - 1 - i), n) for i, n in enumerate(per_level)],
+            prior_init,
+            bias=prior_at == "output",
+        )
+        self.prior_at = prior_at
         self.multiple = 2 ** len(enc_blocks)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,7 +123,7 @@ class NAFNet(nn.Module):
             y = down(y)
         y = self.middle(y)
         for i, (dec, up, skip) in enumerate(zip(self.decoders, self.ups, reversed(skips))):
-            y = run_modulated(dec, up(y) + skip, prior, self.priors, i)
+            y = run_modulated(dec, up(y) + skip, prior, self.priors, i, at=self.prior_at)
         y = self.ending(y) + inp
         return y[..., :h, :w]
 

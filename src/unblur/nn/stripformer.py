@@ -17,9 +17,14 @@ length), so instead of square windows the attention works on strips:
 
 The network predicts the residual to the input. Input and output are RGB in [0, 1],
 shape (B, 3, H, W); the input is padded by reflection to a multiple of 4 and the
-output cropped back. With ``prior_dim > 0`` the output of every bottleneck and
-decoder attention block is modulated by a prior vector (BlurDM's fusion, see
-:class:`unblur.nn.layers.PriorModulation`).
+output cropped back. With ``prior_dim > 0`` a prior vector modulates every bottleneck and
+decoder attention block (BlurDM's fusion, see :class:`unblur.nn.layers.PriorModulation`).
+``prior_at="input"``: as the BlurDM authors do (github.com/Jin-Ting-He/BlurDM,
+src/Stripformer/models/StripformerBlurDM.py, ``Intra_SA`` lines 220-263 and ``Inter_SA``
+lines 290-342), x * k + v on the input of the attention branch only: the residual is taken
+before the modulation, the MLP branch sees none; Linear without bias.
+``prior_at="output"``: our first version (the block's output, Linear with bias), kept for the
+model files trained with it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, check_prior_options, pad_to_multiple, prior_modulations, run_modulated
 
 
 def act() -> nn.Module:
@@ -70,7 +75,9 @@ def strip_attention(qkv: torch.Tensor, heads: int, intra: bool) -> torch.Tensor:
 
 class StripBlock(nn.Module):
     """Intra- or inter-strip transformer block on (B, dim, H, W); half the channels use horizontal strips,
-    the other half vertical ones. x + attention(norm(x)), then x + MLP(norm(x)), then x + dwconv3x3(x)."""
+    the other half vertical ones. x + attention(norm(x)), then x + MLP(norm(x)), then x + dwconv3x3(x).
+    ``modulate`` (BlurDM's prior, the authors' placement) applies to the attention branch's input only:
+    x + attention(norm(modulate(x)))."""
 
     def __init__(self, dim: int, heads: int, intra: bool, mlp_ratio: int = 4):
         super().__init__()
@@ -88,8 +95,9 @@ class StripBlock(nn.Module):
         # conditional positional encoding: attention alone is blind to where a pixel is along its strip
         self.pos = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xh, xv = self.proj_in(self.norm1(x)).chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, modulate=None) -> torch.Tensor:
+        a = x if modulate is None else modulate(x)
+        xh, xv = self.proj_in(self.norm1(a)).chunk(2, dim=1)
         yh = strip_attention(self.qkv_h(xh), self.heads, self.intra)
         yv = strip_attention(self.qkv_v(xv).transpose(-1, -2), self.heads, self.intra).transpose(-1, -2)
         x = x + self.proj_out(torch.cat([yh, yv], dim=1))
@@ -109,7 +117,8 @@ class Stripformer(nn.Module):
     res_blocks: residual conv blocks per embedding level (full and 1/2 resolution).
     pairs / heads: intra+inter block pairs and attention heads in the bottleneck (1/4).
     dec_width / dec_pairs / dec_heads: the same for the decoder's attention at 1/2 resolution.
-    prior_dim: size of the optional prior vector that modulates the attention blocks (0: none).
+    prior_dim: size of the optional prior vector that modulates the attention blocks (0: none);
+    prior_at / prior_init: where it enters and how it starts (:data:`unblur.nn.layers.PRIOR_AT`, ``PRIOR_INIT``).
     """
 
     multiscale = False  # one output scale (see unblur.nn)
@@ -126,8 +135,11 @@ class Stripformer(nn.Module):
         dec_heads: int = 3,
         mlp_ratio: int = 4,
         prior_dim: int = 0,
+        prior_at: str = "output",
+        prior_init: str = "identity",
     ):
         super().__init__()
+        check_prior_options(prior_at, prior_init)
         c1, c2, c4 = widths
         # feature embedding: full -> 1/2 -> 1/4 resolution
         self.embed1 = nn.Sequential(nn.Conv2d(3, c1, 3, padding=1), act(), *[ResBlock(c1) for _ in range(res_blocks)])
@@ -144,7 +156,10 @@ class Stripformer(nn.Module):
         self.refine = ResBlock(c1)
         self.out = nn.Conv2d(c1, 3, 3, padding=1)
         # one modulation per attention block: group 0 the bottleneck, group 1 the decoder
-        self.priors = prior_modulations(prior_dim, [(c4, len(self.bottleneck)), (dec_width, len(self.decoder))])
+        self.priors = prior_modulations(
+            prior_dim, [(c4, len(self.bottleneck)), (dec_width, len(self.decoder))], prior_init, bias=prior_at == "output"
+        )
+        self.prior_at = "inside" if prior_at == "input" else prior_at
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 3, H, W) in [0, 1]; prior: (B, prior_dim) or None. Returns (B, 3, H, W)."""
@@ -152,8 +167,9 @@ class Stripformer(nn.Module):
         skip1 = self.embed1(inp)
         skip2 = self.embed2(skip1)
         y = self.embed4(skip2)
-        y = self.fuse2(torch.cat([self.up2(run_modulated(self.bottleneck, y, prior, self.priors, 0)), skip2], dim=1))
-        y = run_modulated(self.decoder, y, prior, self.priors, 1)
+        y = run_modulated(self.bottleneck, y, prior, self.priors, 0, at=self.prior_at)
+        y = self.fuse2(torch.cat([self.up2(y), skip2], dim=1))
+        y = run_modulated(self.decoder, y, prior, self.priors, 1, at=self.prior_at)
         y = self.up1(y)
         y = self.refine(self.act(y + self.fuse1(torch.cat([y, skip1], dim=1))))
         return (self.out(y) + inp)[..., :h, :w]

@@ -32,7 +32,7 @@ DEFAULTS: dict = {
     # constructor's arguments
     "model": {"arch": "nafnet", "width": 16, "enc_blocks": [1, 1, 2, 6], "middle_blocks": 2, "dec_blocks": [1, 1, 1, 1]},
     "data": {
-        # the data root: relative folders below (train, val, cache, target) are read from it; null: $UNBLUR_DATA,
+        # the data root: relative folders below (train, val, target) are read from it; null: $UNBLUR_DATA,
         # else the folder `shared` next to the repository (unblur.data.root)
         "root": None,
         "train": "photos/train",  # folder of sharp photos
@@ -44,7 +44,8 @@ DEFAULTS: dict = {
         "val_crop": 256,  # one centre crop of this side per validation photo
         "val_images": 24,  # the first N photos of data.val
         # folder of training pairs synthesised once (`unblur cache`), used instead of data.train + data.preset
-        # (which then only make the validation crops); null: synthesise every step's pairs on the fly
+        # (which then only make the validation crops); relative: below the repository's root folder, not the data
+        # root (e.g. .data/cache-real-world, gitignored); null: synthesise every step's pairs on the fly
         "cache": None,
         "step_offset": 0,  # training step s uses batch s + step_offset (a later stage continues the data stream)
         # folder of blurred photos of a target domain, no sharp twins (BD-Diff's unpaired blur transfer): every
@@ -65,7 +66,9 @@ DEFAULTS: dict = {
     "loss": {
         "pixel": "charbonnier",  # or l1
         "charbonnier_eps": 1.0e-3,  # sqrt(d^2 + eps^2)
-        "fft_weight": 0.0,  # 2-D FFT L1 loss (MIMO-UNet, BlurDM use 0.1)
+        "fft_weight": 0.0,  # weight of the frequency loss (MIMO-UNet, BlurDM use 0.1)
+        "fft": "2d-l1",  # 2-D FFT under L1 (MIMO-UNet) | height-charbonnier (1-D FFT along the height, BlurDM's authors)
+        "clamp": False,  # clamp outputs to [0, 1] before the loss (BlurDM's authors do)
         "perceptual_weight": 0.0,  # LPIPS; needs its local weight files (see unblur.metrics.lpips)
         "multiscale": True,  # sum the loss over every output scale of multi-scale backbones
     },
@@ -80,7 +83,9 @@ DEFAULTS: dict = {
         "log_every": 50,  # steps averaged per log row
         "keep": 2,  # checkpoints kept
         "tensorboard": True,  # event files in RUN_DIR/tensorboard when the package is installed
-        "init": None,  # a registered model's name or a model file to start from (fine-tuning); its weights must fit model
+        # a registered model's name or a model file to start from (fine-tuning): its weights must fit model, or the
+        # method can start from it (BlurDM: a plainly trained model of its backbone, with prior_init: identity)
+        "init": None,
     },
     # a multi-stage method (BlurDM): each entry's overrides make one stage's config; the stages run in
     # order into RUN_DIR/stage-<k>, each starting from the previous one's weights

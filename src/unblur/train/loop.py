@@ -26,7 +26,7 @@ from tqdm import tqdm
 from unblur import methods
 from unblur.atomic import atomic_write
 from unblur.data.cache import CachedPairs
-from unblur.data.root import data_path
+from unblur.data.root import data_path, repository_path
 from unblur.data.synthetic import PairsWithTarget, SyntheticPairs, UnpairedCrops, fixed_pairs, load_folder, named_batch
 from unblur.device import channels_last, data_workers, pick_device, resolve_precision
 from unblur.losses import ImageLoss
@@ -197,11 +197,10 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
         from unblur.zoo import resolve  # a registered model's name or a model file
 
         init, meta = load_model_file(resolve(tc["init"]))
-        theirs, ours = init.state_dict(), model.state_dict()
-        # the weights must fit, whatever else differs (a method's training stage, say)
-        if meta["arch"] != arch or theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
-            raise ValueError(f"train.init {tc['init']}: its model ({meta['arch']}, {init.config}) differs from the config's")
-        model.load_state_dict(theirs)
+        try:  # the method's rule (unblur.methods.base): its own weights, or another model it can start from
+            model.init_from(init, meta["arch"])
+        except ValueError as err:
+            raise ValueError(f"train.init {tc['init']}: {err}") from None
     if nhwc:
         channels_last(model)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -240,7 +239,8 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
 
     # each rank makes its slice of every step's samples: the same data as one process with world x batch
     # a method may also ask for each sample's partial exposures (BlurDM's exposure_weight): the same pairs
-    folder = {key: data_path(dc[key], dc["root"]) for key in ("train", "val", "cache", "target")}  # below data.root
+    folder = {key: data_path(dc[key], dc["root"]) for key in ("train", "val", "target")}  # below data.root
+    folder["cache"] = repository_path(dc["cache"])  # below the repository (its gitignored .data/)
     if folder["cache"]:  # pairs synthesised once (`unblur cache`); data.preset then names the validation blur only
         if model.exposure_fractions is not None:
             raise ValueError("data.cache holds pairs only; a method that needs partial exposures synthesises them on the fly")
