@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, crop_to, pad_to_multiple, prior_modulations, run_modulated
 
 
 def patch_rfft(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -196,7 +196,7 @@ class FFTformer(nn.Module):
             y = run_modulated(self.decoders[i], y, prior, self.priors, i)
         y = run_modulated(self.refinement, y, prior, self.priors, last + 1)
         y = self.output(y) + inp
-        return y[..., :h, :w]
+        return crop_to(y, (h, w))
 
 
 # Sizes: the paper's GoPro model and a tiny one for tests.

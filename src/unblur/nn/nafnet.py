@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unblur.nn.layers import LayerNorm2d, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, crop_to, pad_to_multiple, prior_modulations, run_modulated
 
 
 class SimpleGate(nn.Module):
@@ -112,7 +112,7 @@ class NAFNet(nn.Module):
         for i, (dec, up, skip) in enumerate(zip(self.decoders, self.ups, reversed(skips))):
             y = run_modulated(dec, up(y) + skip, prior, self.priors, i)
         y = self.ending(y) + inp
-        return y[..., :h, :w]
+        return crop_to(y, (h, w))
 
 
 # Sizes: the paper's GoPro model (width 32, 36 blocks) and a tiny one for tests.
