@@ -103,12 +103,8 @@ function deblur() {
   xhr.onloadend = async () => {
     stopFollowing();
     $("go").disabled = false;
-    if (xhr.status === 200) {
-      bar.value = bar.max; // finished: a full bar
-    } else {
-      bar.hidden = true;
-    }
     if (xhr.status !== 200) {
+      bar.hidden = true;
       let message = `Failed (HTTP ${xhr.status || "no answer"})`;
       try { message = JSON.parse(await xhr.response.text()).error || message; } catch (e) { /* keep the generic text */ }
       status(message, true);
@@ -122,6 +118,7 @@ function deblur() {
     link.href = urls[1];
     link.download = photo.name.replace(/\.[^.]*$/, "") + "-unblurred.png";
     $("size").textContent = xhr.getResponseHeader("X-Image-Size") || "";
+    bar.value = bar.max; // finished: a full bar
     $("result").hidden = false;
     setSlider($("slider").value);
     status(`Done in ${xhr.getResponseHeader("X-Seconds")} s`);
