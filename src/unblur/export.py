@@ -169,8 +169,9 @@ def _quiet_loggers():
             lg.setLevel(level)
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session for an exported graph (``threads``: intra-op threads, None: ORT's default)."""
+def onnx_session(path: str | Path, threads: int | None = None, spin: bool = True):
+    """An ONNX Runtime CPU session for an exported graph (``threads``: intra-op threads, None: ORT's default;
+    ``spin``: whether idle worker threads spin, ORT's default, which costs time on a CPU shared with other work)."""
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -179,4 +180,6 @@ def onnx_session(path: str | Path, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
