@@ -69,6 +69,7 @@ def test_export_blurdm_and_overwrite(tmp_path):
         (["--model", "no-such-model"], "unknown model 'no-such-model'"),
         (["--model", "missing.safetensors"], "model file not found"),
         (["--opset", "13"], "--opset must be at least 18"),
+        (["--opset", "999"], "--opset must be at most"),
     ],
 )
 def test_refusals_are_one_line(tmp_path, capsys, args, message):

@@ -45,16 +45,24 @@ def jpeg(h: int, w: int) -> bytes:
     return data.getvalue()
 
 
+def tiles(shape: tuple[int, int], tile: int) -> int:
+    """How many tiles the server's restorers (``tile``, their default overlap) cut an (H, W) photo into."""
+    import inspect
+
+    from unblur.restore import Restorer
+    from unblur.tiling import count_tiles
+
+    return count_tiles(shape, tile, inspect.signature(Restorer).parameters["overlap"].default)
+
+
 def test_progress_follows_the_tiles_to_the_end():
     """A multi-tile photo sent with a job id: /api/progress reports the Restorer's tile count as total and done
     counts that only grow, and ends at done == total, state done (and stays readable for a while after)."""
     from conftest import run_server
 
-    from unblur.tiling import count_tiles
-
-    total = count_tiles((240, 320), 96, 32)
+    total = tiles((240, 320), 128)
     assert total > 1
-    with run_server(tile=96) as url:
+    with run_server(tile=128) as url:
         result, seen = {}, []
         post = threading.Thread(
             target=lambda: result.update(
@@ -299,11 +307,9 @@ def test_browser_progress_bar_follows_the_tiles(tmp_path):
     from conftest import run_server
     from playwright.sync_api import sync_playwright
 
-    from unblur.tiling import count_tiles
-
     photo = tmp_path / "wide.jpg"
     photo.write_bytes(jpeg(768, 1024))
-    total = count_tiles((768, 1024), 256, 32)
+    total = tiles((768, 1024), 256)
     assert total >= 12
     with run_server(tile=256) as server, sync_playwright() as p:
         browser = launch(p)

@@ -87,9 +87,13 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET) 
     if reason:
         raise ExportError(f"cannot export '{model}': {reason}")
     try:
+        import onnx
         import onnxscript  # noqa: F401  (what torch.onnx.export needs; a clear message beats its own)
     except ImportError as err:
         raise ExportError(f"ONNX export needs the onnx extra: pip install 'unblur[onnx]' ({err})") from None
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ExportError(f"--opset must be at most {newest} (the newest the installed onnx package knows), got {opset}")
     net, meta = load_model(model, "cpu")
     side = min_side(net)
     wrapped = Clamped(net).eval()
@@ -109,6 +113,9 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET) 
             )
     except Exception as err:  # the exporter's errors are many and long: the line that says what failed
         raise ExportError(f"PyTorch could not export '{model}' ({meta['arch']}) to ONNX: {_summary(err)}") from err
+    written = program.model.opset_imports.get("")
+    if written != opset:  # the exporter falls back to its own opset when it cannot convert
+        raise ExportError(f"PyTorch's exporter could not write opset {opset} (it wrote {written}): try another --opset")
     props = program.model.metadata_props
     props["unblur"] = json.dumps({"arch": meta["arch"], "config": meta["config"], "min_side": side})
     props["unblur_io"] = f"{INPUT}: (N, 3, H, W) float32 RGB in [0, 1], H and W >= {side}; {OUTPUT}: same shape, in [0, 1]"

@@ -7,18 +7,19 @@ from pathlib import Path
 from unblur.cli import UsageError
 
 
+DESCRIPTION = (
+    "Write a regression model as an ONNX graph: input 'blurred' (N, 3, H, W) float32 RGB in [0, 1], "
+    "any height and width (at least 16 px), output 'restored' of the same shape. Needs the onnx extra."
+)
+
+
 def add_parser(sub) -> None:
-    e = sub.add_parser(
-        "export",
-        help="export a regression model to ONNX",
-        description="Write a regression model as an ONNX graph: input 'blurred' (N, 3, H, W) float32 RGB in [0, 1], "
-        "any height and width (at least 16 px), output 'restored' of the same shape. Needs the onnx extra.",
-    )
+    e = sub.add_parser("export", help="export a regression model to ONNX", description=DESCRIPTION)
     e.add_argument(
         "--model", default=None, help="registered model name (see `unblur models`) or a .safetensors file; default: the default model"
     )
     e.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx file to write")
-    e.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset, 18 or newer (default 18)")
+    e.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset, from 18 to the newest the installed onnx package knows (default 18)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output")
     e.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     e.set_defaults(func=run)
