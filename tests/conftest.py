@@ -173,8 +173,9 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def run_server(models=("nafnet-small",), **limits):
-    """A real uvicorn server with ``models`` (default: the default model) on a free loopback port, in a thread."""
+def run_server(models=("nafnet-small",), tile=None, **limits):
+    """A real uvicorn server with ``models`` (default: the default model) on a free loopback port, in a thread
+    (``tile``: the restorers' largest tile, None: their default)."""
     import threading
     import time
 
@@ -187,7 +188,7 @@ def run_server(models=("nafnet-small",), **limits):
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(list(models), Limits(**settings), device="cpu"), host="127.0.0.1", port=port, log_level="warning"
+            create_app(list(models), Limits(**settings), device="cpu", tile=tile), host="127.0.0.1", port=port, log_level="warning"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

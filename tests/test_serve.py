@@ -15,6 +15,7 @@ from PIL import Image
 def test_models_and_page(server):
     info = httpx.get(f"{server}/api/models").json()
     assert info["default"] == "nafnet-small" and info["models"] == ["nafnet-small"] and info["generative"] == []
+    assert info["speed"] == {"nafnet-small": "fast"}
     page = httpx.get(f"{server}/")
     assert page.status_code == 200 and "<title>unblur</title>" in page.text
     # everything the page loads comes from this server (works offline, no CDN)
@@ -36,6 +37,136 @@ def test_unknown_model_and_oversized_upload(server):
     big = b"\0" * (3 * 2**20)  # the test server allows 2 MB
     r = httpx.post(f"{server}/api/deblur", params={"name": "big.png"}, content=big)
     assert r.status_code == 413 and "larger than 2 MB" in r.json()["error"]
+
+
+def jpeg(h: int, w: int) -> bytes:
+    data = io.BytesIO()
+    Image.fromarray(textured(h, w)).save(data, format="JPEG", quality=90)
+    return data.getvalue()
+
+
+def tiles(shape: tuple[int, int], tile: int) -> int:
+    """How many tiles the server's restorers (``tile``, their default overlap) cut an (H, W) photo into."""
+    import inspect
+
+    from unblur.restore import Restorer
+    from unblur.tiling import count_tiles
+
+    return count_tiles(shape, tile, inspect.signature(Restorer).parameters["overlap"].default)
+
+
+def test_progress_follows_the_tiles_to_the_end():
+    """A multi-tile photo sent with a job id: /api/progress reports the Restorer's tile count as total and done
+    counts that only grow, and ends at done == total, state done (and stays readable for a while after)."""
+    from conftest import run_server
+
+    total = tiles((240, 320), 128)
+    assert total > 1
+    with run_server(tile=128) as url:
+        result, seen = {}, []
+        post = threading.Thread(
+            target=lambda: result.update(
+                r=httpx.post(f"{url}/api/deblur", params={"name": "a.jpg", "job": "job-1_a"}, content=jpeg(240, 320), timeout=120)
+            )
+        )
+        post.start()
+        while post.is_alive():
+            r = httpx.get(f"{url}/api/progress", params={"job": "job-1_a"})
+            if r.status_code == 200:
+                seen.append(r.json())
+            else:  # before the server has the upload, the job is not known yet
+                assert r.status_code == 404 and "no job 'job-1_a'" in r.json()["error"]
+        post.join()
+        assert result["r"].status_code == 200
+        final = httpx.get(f"{url}/api/progress", params={"job": "job-1_a"}).json()
+        assert final == {"done": total, "total": total, "state": "done"}
+        running = [p for p in seen if p["total"]]
+        assert all(p["total"] == total for p in running), seen
+        assert [p["done"] for p in running] == sorted(p["done"] for p in running), seen
+        # the same id may be used again once its job has finished
+        again = httpx.post(f"{url}/api/deblur", params={"name": "b.jpg", "job": "job-1_a"}, content=jpeg(40, 50), timeout=120)
+        assert again.status_code == 200
+        assert httpx.get(f"{url}/api/progress", params={"job": "job-1_a"}).json() == {"done": 1, "total": 1, "state": "done"}
+
+
+@pytest.mark.parametrize("job", ["../../etc/passwd", "a" * 65, "a b", "ünï", "x%00y", ""])
+def test_bad_job_ids_are_refused_in_one_line(server, job):
+    for r in (
+        httpx.get(f"{server}/api/progress", params={"job": job}),
+        *([httpx.post(f"{server}/api/deblur", params={"job": job}, content=jpeg(20, 20))] if job else []),
+    ):
+        error = r.json()["error"]
+        assert r.status_code == 400 and "job must be 1 to 64 letters" in error and "\n" not in error
+
+
+def test_unknown_job_is_404(server):
+    r = httpx.get(f"{server}/api/progress", params={"job": "never-sent"})
+    assert r.status_code == 404 and r.json() == {"error": "no job 'never-sent': not started yet, or finished more than 60 s ago"}
+
+
+def test_job_table_is_bounded():
+    """Finished jobs are forgotten after keep_s, a running id cannot be taken twice, and at most cap jobs are held
+    (the oldest finished going first)."""
+    import time
+
+    from unblur.serve.app import Jobs
+
+    jobs = Jobs(cap=3, keep_s=0.2)
+    a = jobs.start("a")
+    assert jobs.start("a") is None  # still running
+    jobs.finish(a, ok=True)
+    b, c = jobs.start("b"), jobs.start("c")
+    jobs.start("d")  # full: the finished job ('a') goes first
+    assert jobs.get("a") is None and jobs.get("b") == {"done": 0, "total": 0, "state": "queued"} and len(jobs) == 3
+    jobs.start("e")  # none finished: the oldest goes
+    assert jobs.get("b") is None and len(jobs) == 3
+    c.update(3, 7)
+    jobs.finish(c, ok=False)
+    assert jobs.get("c") == {"done": 3, "total": 7, "state": "failed"}
+    time.sleep(0.3)
+    assert jobs.get("c") is None and len(jobs) == 2
+    assert jobs.start("c") is not None
+
+
+def test_serve_offers_every_bundled_model_with_its_speed():
+    """`unblur serve` without --models offers every bundled model, the default first; the page's labels come from
+    each file's metadata (diffusion models are slow)."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import free_port
+
+    from unblur.methods import method_class
+    from unblur.modelfile import read_model_meta
+    from unblur.zoo import DEFAULT, MODELS
+
+    pytest.importorskip("diffusers")  # without it the diffusion models are left out (and the command says so)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unblur", "serve", "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(600):
+            try:
+                info = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+    assert info["models"][0] == info["default"] == DEFAULT
+    assert sorted(info["models"]) == sorted(MODELS) and "not offering" not in out
+    for name in MODELS:
+        slow = method_class(read_model_meta(MODELS[name].path)["arch"]).generative
+        assert info["speed"][name] == ("slow (diffusion)" if slow else "fast"), name
+    assert info["speed"]["deblurdiff-small"] == "slow (diffusion)" and info["speed"]["nafnet-small"] == "fast"
+    assert sorted(info["generative"]) == ["bd-diff-small", "deblurdiff-small"]
 
 
 def test_busy_answers_when_the_queue_is_full(tmp_path):
@@ -92,7 +223,29 @@ def test_diffusion_models_take_steps_and_a_seed():
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(not CHROMIUM and not os.environ.get("UNBLUR_REQUIRE_BROWSER"), reason="Debian chromium not installed")
+needs_browser = pytest.mark.skipif(
+    not CHROMIUM and not os.environ.get("UNBLUR_REQUIRE_BROWSER"), reason="Debian chromium not installed"
+)
+
+
+def launch(playwright):
+    """Debian's headless chromium, offline."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
+@needs_browser
 def test_browser_upload_compare_download(tmp_path):
     from conftest import run_server
     from playwright.sync_api import sync_playwright
@@ -102,22 +255,16 @@ def test_browser_upload_compare_download(tmp_path):
     artifacts = Path(os.environ.get("UNBLUR_TEST_ARTIFACTS", "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     with run_server(models=("nafnet-small", "deblurdiff-small")) as server, sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch(p)
         page = browser.new_page(accept_downloads=True)
         page.goto(server + "/")
         page.wait_for_selector("#model option", state="attached")
+        # each model labelled with its speed class, the default first and preselected
+        labels = page.eval_on_selector_all("#model option", "options => options.map(o => [o.value, o.textContent, o.selected])")
+        assert labels == [
+            ["nafnet-small", "nafnet-small — fast", True],
+            ["deblurdiff-small", "deblurdiff-small — slow (diffusion)", False],
+        ]
         page.set_input_files("#file", str(photo))
         # a diffusion model shows its steps and seed, and the page sends them
         assert not page.is_visible("#steps")
@@ -151,3 +298,41 @@ def test_browser_upload_compare_download(tmp_path):
         browser.close()
     assert saved.name == "blurry photo-unblurred.png"
     assert Image.open(saved).size == (120, 90)
+
+
+@needs_browser
+def test_browser_progress_bar_follows_the_tiles(tmp_path):
+    """A photo of many tiles: the page's bar takes the server's tile count as its maximum, is seen below it while
+    the server works, and ends full."""
+    from conftest import run_server
+    from playwright.sync_api import sync_playwright
+
+    photo = tmp_path / "wide.jpg"
+    photo.write_bytes(jpeg(768, 1024))
+    total = tiles((768, 1024), 256)
+    assert total >= 12
+    with run_server(tile=256) as server, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.wait_for_selector("#model option", state="attached")
+        page.set_input_files("#file", str(photo))
+        # every (value, max) the bar shows, recorded as it changes
+        page.evaluate(
+            """() => {
+                const bar = document.getElementById('progress');
+                window.seen = [];
+                new MutationObserver(() => window.seen.push([bar.value, bar.max, bar.hasAttribute('value')]))
+                    .observe(bar, { attributes: true, attributeFilter: ['value', 'max'] });
+            }"""
+        )
+        with page.expect_request("**/api/progress?job=*"):
+            page.click("#go")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Done in')", timeout=120_000)
+        seen = page.evaluate("window.seen")
+        final = page.evaluate("(() => { const b = document.getElementById('progress'); return [b.value, b.max, b.hidden]; })()")
+        browser.close()
+    assert final == [total, total, False]
+    shown = [value for value, top, determinate in seen if determinate and top == total]
+    assert any(value < total for value in shown), seen  # seen before the end: the bar moved to its maximum
+    assert shown == sorted(shown), seen

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 #: Sub-commands, each a module of unblur.commands with add_parser(sub) and run(args).
-COMMANDS = ["deblur", "transfer", "models", "demo", "train", "serve", "bench", "eval", "synth", "cache"]
+COMMANDS = ["deblur", "transfer", "models", "demo", "train", "serve", "bench", "eval", "synth", "cache", "export"]
 
 
 class UsageError(Exception):

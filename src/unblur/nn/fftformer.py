@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import LayerNorm2d, check_prior_options, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, check_prior_options, crop_to, pad_to_multiple, prior_modulations, run_modulated
 
 
 def patch_rfft(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -207,7 +207,7 @@ class FFTformer(nn.Module):
             y = run_modulated(self.decoders[i], y, prior, self.priors, i, at=self.prior_at)
         y = run_modulated(self.refinement, y, prior, self.priors, last + 1, at=self.prior_at)
         y = self.output(y) + inp
-        return y[..., :h, :w]
+        return crop_to(y, (h, w))
 
 
 # Sizes: the paper's GoPro model and a tiny one for tests.

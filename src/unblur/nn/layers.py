@@ -125,8 +125,22 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tu
     """Pad the bottom/right of (B, C, H, W) to multiples of ``multiple`` (reflection by default);
     returns the padded tensor and the original (H, W) to crop back to."""
     h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph or pw:
-        # reflection needs the pad to be smaller than the side: replicate for tiny inputs
-        x = F.pad(x, (0, pw, 0, ph), mode=mode if mode != "reflect" or (ph < h and pw < w) else "replicate")
+    # a rounded-up size minus the size, which an exporter's shape algebra sees is a multiple (and with no
+    # negative division: ONNX divides integers towards zero)
+    ph, pw = (h + multiple - 1) // multiple * multiple - h, (w + multiple - 1) // multiple * multiple - w
+    exporting = torch.compiler.is_exporting()  # one graph for every size (ONNX): always pad, by 0 where nothing is missing
+    if exporting or ph or pw:
+        # reflection needs the pad to be smaller than the side: replicate for tiny inputs (an exported graph
+        # takes sides of at least ``multiple``, so it always reflects)
+        tiny = not exporting and not (ph < h and pw < w)
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate" if mode == "reflect" and tiny else mode)
     return x, (h, w)
+
+
+def crop_to(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The top-left ``size`` (h, w) of (B, C, H, W): undoes :func:`pad_to_multiple`. When exported (ONNX) it
+    gathers rows and columns instead of slicing, which would tie the graph to whether the input was padded."""
+    h, w = size
+    if torch.compiler.is_exporting():
+        return y.index_select(-2, torch.arange(h, device=y.device)).index_select(-1, torch.arange(w, device=y.device))
+    return y[..., :h, :w]

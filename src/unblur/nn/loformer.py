@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import LayerNorm2d, check_prior_options, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, check_prior_options, crop_to, pad_to_multiple, prior_modulations, run_modulated
 
 
 @lru_cache(maxsize=64)
@@ -213,7 +213,7 @@ class LoFormer(nn.Module):
         for i, (up, reduce, dec, skip) in enumerate(zip(self.ups, self.reduces, self.decoders, reversed(skips))):
             y = run_modulated(dec, reduce(torch.cat([up(y), skip], dim=1)), prior, self.priors, i, at=self.prior_at)
         y = self.output(y) + inp
-        return y[..., :h, :w]
+        return crop_to(y, (h, w))
 
 
 # Sizes: the paper's largest GoPro model (LoFormer-L) and a tiny one for tests. The authors group LoFT

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import check_prior_options, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import check_prior_options, crop_to, pad_to_multiple, prior_modulations, run_modulated
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1, relu: bool = True) -> nn.Module:
@@ -172,7 +172,7 @@ class MIMOUNetPlus(nn.Module):
             y = run_modulated([dec], y, prior, self.priors, i, at=self.prior_at)
             outs.append(self.outs[i](y) + imgs[2 - i])
         outs.reverse()
-        outs[0] = outs[0][..., :h, :w]
+        outs[0] = crop_to(outs[0], (h, w))
         return outs if all_scales else outs[0]
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import LayerNorm2d, check_prior_options, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, check_prior_options, crop_to, pad_to_multiple, prior_modulations, run_modulated
 
 
 class SimpleGate(nn.Module):
@@ -125,7 +125,7 @@ class NAFNet(nn.Module):
         for i, (dec, up, skip) in enumerate(zip(self.decoders, self.ups, reversed(skips))):
             y = run_modulated(dec, up(y) + skip, prior, self.priors, i, at=self.prior_at)
         y = self.ending(y) + inp
-        return y[..., :h, :w]
+        return crop_to(y, (h, w))
 
 
 # Sizes: the paper's GoPro model (width 32, 36 blocks) and a tiny one for tests.

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
-from unblur.nn.layers import LayerNorm2d, check_prior_options, pad_to_multiple, prior_modulations, run_modulated
+from unblur.nn.layers import LayerNorm2d, check_prior_options, crop_to, pad_to_multiple, prior_modulations, run_modulated
 
 
 def act() -> nn.Module:
@@ -172,7 +172,7 @@ class Stripformer(nn.Module):
         y = run_modulated(self.decoder, y, prior, self.priors, 1, at=self.prior_at)
         y = self.up1(y)
         y = self.refine(self.act(y + self.fuse1(torch.cat([y, skip1], dim=1))))
-        return (self.out(y) + inp)[..., :h, :w]
+        return crop_to(self.out(y) + inp, (h, w))
 
 
 # Sizes: the paper's GoPro model and a tiny one for tests.

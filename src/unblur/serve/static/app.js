@@ -1,4 +1,5 @@
 // The unblur page: pick a photo, send its bytes to /api/deblur, show before/after.
+// While the server works, the progress bar follows /api/progress (network passes done of total).
 "use strict";
 const $ = (id) => document.getElementById(id);
 let photo = null;
@@ -21,9 +22,11 @@ function choose(file) {
 async function loadModels() {
   const res = await fetch("/api/models");
   const info = await res.json();
+  const speed = info.speed || {};
   for (const name of info.models) {
     const opt = document.createElement("option");
-    opt.value = opt.textContent = name;
+    opt.value = name;
+    opt.textContent = speed[name] ? `${name} — ${speed[name]}` : name;
     if (name === info.default) opt.selected = true;
     $("model").appendChild(opt);
   }
@@ -40,14 +43,48 @@ function setSlider(value) {
   $("handle").style.left = `${value}%`;
 }
 
+function newJobId() {
+  const bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Ask the server how far job `job` is, every 250 ms, and show it on `bar` (indeterminate until the
+// number of passes is known). Returns a function that stops the polling.
+function followProgress(job, bar, started) {
+  let stopped = false;
+  let timer = null;
+  const poll = async () => {
+    try {
+      const res = await fetch(`/api/progress?job=${job}`, { cache: "no-store" });
+      if (res.ok && !stopped) {
+        const p = await res.json();
+        const seconds = ((Date.now() - started) / 1000).toFixed(0);
+        if (p.total > 0) {
+          bar.max = p.total;
+          bar.value = p.done;
+          status(p.total > 1 ? `Deblurring… ${p.done} of ${p.total} tiles, ${seconds} s` : `Deblurring… ${seconds} s`);
+        } else {
+          status(p.state === "queued" ? `Waiting for the server… ${seconds} s` : `Deblurring… ${seconds} s`);
+        }
+      }
+    } catch (e) { /* a missed poll: the next one will do */ }
+    if (!stopped) timer = setTimeout(poll, 250);
+  };
+  poll();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
 function deblur() {
   if (!photo) return;
   $("go").disabled = true;
   const bar = $("progress");
   bar.hidden = false;
+  bar.max = 100;
   bar.value = 0;
   const xhr = new XMLHttpRequest();
-  const query = new URLSearchParams({ model: $("model").value, name: photo.name });
+  const job = newJobId();
+  const query = new URLSearchParams({ model: $("model").value, name: photo.name, job });
   if (generative.includes($("model").value)) {
     if ($("steps").value) query.set("steps", $("steps").value);
     query.set("seed", $("seed").value || "0");
@@ -55,19 +92,19 @@ function deblur() {
   xhr.open("POST", `/api/deblur?${query}`);
   xhr.responseType = "blob";
   const started = Date.now();
-  let ticker = null;
+  let stopFollowing = () => {};
   xhr.upload.onprogress = (e) => {
     if (e.lengthComputable) { bar.value = (100 * e.loaded) / e.total; status(`Uploading ${bar.value.toFixed(0)}%`); }
   };
   xhr.upload.onload = () => {
-    bar.removeAttribute("value"); // indeterminate while the server works
-    ticker = setInterval(() => status(`Deblurring… ${((Date.now() - started) / 1000).toFixed(0)} s`), 500);
+    bar.removeAttribute("value"); // indeterminate until the server says how many passes it makes
+    stopFollowing = followProgress(job, bar, started);
   };
   xhr.onloadend = async () => {
-    clearInterval(ticker);
-    bar.hidden = true;
+    stopFollowing();
     $("go").disabled = false;
     if (xhr.status !== 200) {
+      bar.hidden = true;
       let message = `Failed (HTTP ${xhr.status || "no answer"})`;
       try { message = JSON.parse(await xhr.response.text()).error || message; } catch (e) { /* keep the generic text */ }
       status(message, true);
@@ -81,6 +118,7 @@ function deblur() {
     link.href = urls[1];
     link.download = photo.name.replace(/\.[^.]*$/, "") + "-unblurred.png";
     $("size").textContent = xhr.getResponseHeader("X-Image-Size") || "";
+    bar.value = bar.max; // finished: a full bar
     $("result").hidden = false;
     setSlider($("slider").value);
     status(`Done in ${xhr.getResponseHeader("X-Seconds")} s`);
