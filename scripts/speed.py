@@ -34,6 +34,7 @@ from unblur.nn import cost
 from unblur.restore import Restorer
 
 ROOT = Path(__file__).resolve().parent.parent
+CONV_GMAC = 64 * 64 * 9 * 1e6 / 1e9  # one 3x3 convolution, 64 -> 64 channels, over 1 megapixel
 
 
 def photo(megapixels: float, path: Path) -> Path:
@@ -60,7 +61,7 @@ def conv_floor(repeats: int = 5) -> float:
             t0 = time.perf_counter()
             conv(x)
             times.append(time.perf_counter() - t0)
-    return 64 * 64 * 9 * 1e6 / 1e9 / min(times)
+    return CONV_GMAC / min(times)
 
 
 def whole_process(args: list[str], env: dict | None = None) -> tuple[float, float]:
@@ -161,7 +162,7 @@ def report(rows: list[dict], floor: float, comparison: dict | None, command: str
         f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, an otherwise idle machine.",
         "",
         f"**Compute floor.** One fp32 3x3 convolution, 64 -> 64 channels, over 1 megapixel runs at **{floor:.0f} GMAC/s** "
-        f"here ({64 * 64 * 9 / floor:.3f} s). A model's floor is its GMAC per megapixel at that rate; "
+        f"here ({CONV_GMAC / floor:.3f} s). A model's floor is its GMAC per megapixel at that rate; "
         "\"x floor\" is the network's time over that floor (1.0 would be a network as efficient as one big convolution).",
         "",
         "| model | precision | photo | whole process s/MP | network s/MP | peak memory | GMAC/MP | x floor | PSNR vs fp32 |",
@@ -175,7 +176,7 @@ def report(rows: list[dict], floor: float, comparison: dict | None, command: str
             f"{r['network_s_per_mp']:.2f} | {r['peak_mib']:.0f} MiB | {r['gmac_per_mp']:.0f} | "
             f"{r['network_s_per_mp'] / floor_s:.1f} | {q} |"
         )
-    conv_s = 64 * 64 * 9 / floor
+    conv_s = CONV_GMAC / floor
     lines += ["", "**The goal we track**: per megapixel, the default model within 2.5x the time of that one convolution."]
     for r in rows:
         if r["precision"] == "auto" and r["megapixels"] < 2:
