@@ -158,15 +158,20 @@ def _to_float_rgb(img: Image.Image) -> tuple[np.ndarray, ImageInfo]:
 
 
 def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
+    """Round [0, 1] floats to integers of ``bits`` bits, with one float temporary (large photos: no chain of copies)."""
     top = 65535 if bits == 16 else 255
-    return np.round(np.clip(x, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
+    y = np.multiply(x, top, dtype=np.float32)
+    np.clip(y, 0, top, out=y)
+    np.rint(y, out=y)
+    return y.astype(np.uint16 if bits == 16 else np.uint8)
 
 
 def encode_png(rgb: np.ndarray, info: ImageInfo | None = None, compress_level: int = 6) -> bytes:
     """Encode float RGB in [0, 1], shape (H, W, 3), as PNG bytes.
 
     ``info`` (from :func:`read_image`) restores bit depth, greyscale and alpha; ``compress_level``
-    0-9 trades file size for time (1 is ~3x faster than the default 6 and ~15 % larger).
+    0-9 trades file size for time (on a 4-MP photo: 1 is ~3x faster than 6 and ~14 % larger, 3 ~2x faster
+    and ~8 % larger).
     """
     info = info or ImageInfo(bits=8, grey=False, alpha=None)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -174,7 +179,7 @@ def encode_png(rgb: np.ndarray, info: ImageInfo | None = None, compress_level: i
     planes = [rgb.mean(axis=2, keepdims=True)] if info.grey else [rgb]
     if info.alpha is not None:
         planes.append(info.alpha[..., None])
-    data = _quantise(np.concatenate(planes, axis=2), info.bits)
+    data = _quantise(planes[0] if len(planes) == 1 else np.concatenate(planes, axis=2), info.bits)
     if info.bits == 16:
         import cv2
 
@@ -190,9 +195,10 @@ def encode_png(rgb: np.ndarray, info: ImageInfo | None = None, compress_level: i
 
 
 def write_image(
-    path: str | os.PathLike, rgb: np.ndarray, info: ImageInfo | None = None, overwrite: bool = False, compress_level: int = 6
+    path: str | os.PathLike, rgb: np.ndarray, info: ImageInfo | None = None, overwrite: bool = False, compress_level: int = 3
 ) -> Path:
     """Write float RGB in [0, 1], shape (H, W, 3), as PNG (see :func:`encode_png`), atomically.
+    Level 3 by default: half the encoding time of zlib's usual 6 for files ~8 % larger.
 
     The file appears complete or not at all; an existing file is kept unless ``overwrite``.
     """
