@@ -134,8 +134,8 @@ def compare(ref: str, work: Path, rounds: int) -> dict:
         env_base = {**os.environ, "PYTHONPATH": str(base / "src")}
         env_ours = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         # each tree's own default model and settings: what a user gets from `unblur deblur photo -o out`
-        ours_cmd = [sys.executable, "-m", "unblur", "deblur", str(image), "-o", str(work / "ours"), "-q"]
-        base_cmd = [sys.executable, "-m", "unblur", "deblur", str(image), "-o", str(work / "base"), "-q"]
+        ours_cmd = [sys.executable, "-m", "unblur", "deblur", str(image), "-o", str(work / "ours"), "-q", "--overwrite"]
+        base_cmd = [sys.executable, "-m", "unblur", "deblur", str(image), "-o", str(work / "base"), "-q", "--overwrite"]
         ours, theirs = [], []
         for _ in range(rounds):
             theirs.append(whole_process(base_cmd, env_base))

@@ -9,6 +9,7 @@ default NAFNet runs 2-2.5x faster in bf16 than in fp32, its output 60+ dB PSNR f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -80,3 +81,16 @@ def channels_last(module: torch.nn.Module) -> torch.nn.Module:
         if tensor.dim() == 4:
             tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return module
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int):
+    """PyTorch's intra-operator thread count set to ``n`` inside the block, restored after. Several tiles run
+    at once with one thread each beat one tile at a time with all threads on small networks, whose many
+    element-wise operators each end in a synchronisation of the threads (``Restorer`` uses this)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

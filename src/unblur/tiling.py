@@ -50,6 +50,26 @@ def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
     return w
 
 
+def _pieces(fn, x: torch.Tensor, places: list, th: int, tw: int, workers: int):
+    """``fn`` of each tile at ``places``, in order; with ``workers`` > 1 computed that many at a time in threads
+    (a sliding window: at most ``workers`` finished tiles wait to be blended)."""
+    tiles = (x[..., y : y + th, x0 : x0 + tw] for y, x0 in places)
+    if workers <= 1:
+        yield from map(fn, tiles)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        for t in tiles:
+            pending.append(pool.submit(fn, t))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def run_tiled(
     fn: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -58,6 +78,7 @@ def run_tiled(
     scale: float = 1,
     multiple: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> torch.Tensor:
     """Apply ``fn`` ((1, C, h, w) -> (1, C', h * scale, w * scale)) to x (1, C, H, W) tile by tile.
 
@@ -68,7 +89,9 @@ def run_tiled(
     pixel the result equals ``fn(x)`` exactly. ``scale`` is the output's size per input pixel (a
     VAE encoder: 1/8, its decoder: 8); tile and overlap are in input pixels, and ``tile * scale``,
     ``overlap * scale`` and ``multiple * scale`` must be whole numbers. ``progress(done, total)`` is
-    called after each tile. Returns float32 on the CPU.
+    called after each tile. ``workers`` > 1 runs that many tiles at once in threads (PyTorch releases
+    the interpreter lock inside its operators); the tiles are blended in order whatever finishes
+    first, so the result does not depend on it. Returns float32 on the CPU.
     """
     _, _, h, w = x.shape
     if tile <= 2 * overlap:
@@ -85,20 +108,21 @@ def run_tiled(
     th, rows = plan_tiles(h, tile, overlap, multiple)
     tw, cols = plan_tiles(w, tile, overlap, multiple)
     out = weight = None
-    done, total = 0, len(rows) * len(cols)
-    for y in rows:
-        for x0 in cols:
-            piece = fn(x[..., y : y + th, x0 : x0 + tw]).float().cpu()
-            if out is None:  # the output's channels are known once fn has run
-                out = torch.zeros(1, piece.shape[1], out_px(h), out_px(w))
-                weight = torch.zeros(1, 1, out_px(h), out_px(w))
-            wy = _ramp(out_px(th), out_px(overlap), y == 0, y + th >= h)
-            wx = _ramp(out_px(tw), out_px(overlap), x0 == 0, x0 + tw >= w)
-            oy, ox = out_px(y), out_px(x0)
-            blend = wy[:, None] * wx[None, :]
-            out[..., oy : oy + out_px(th), ox : ox + out_px(tw)] += piece * blend
-            weight[..., oy : oy + out_px(th), ox : ox + out_px(tw)] += blend
-            done += 1
-            if progress:
-                progress(done, total)
+    places = [(y, x0) for y in rows for x0 in cols]
+    done, total = 0, len(places)
+    for (y, x0), piece in zip(places, _pieces(fn, x, places, th, tw, workers)):
+        piece = piece.float().cpu()
+        if out is None:  # the output's channels are known once fn has run
+            # channels-last, so that the finished image is (H, W, C) in memory as photos are
+            out = torch.zeros(1, piece.shape[1], out_px(h), out_px(w)).contiguous(memory_format=torch.channels_last)
+            weight = torch.zeros(1, 1, out_px(h), out_px(w))
+        wy = _ramp(out_px(th), out_px(overlap), y == 0, y + th >= h)
+        wx = _ramp(out_px(tw), out_px(overlap), x0 == 0, x0 + tw >= w)
+        oy, ox = out_px(y), out_px(x0)
+        blend = wy[:, None] * wx[None, :]
+        out[..., oy : oy + out_px(th), ox : ox + out_px(tw)] += piece * blend
+        weight[..., oy : oy + out_px(th), ox : ox + out_px(tw)] += blend
+        done += 1
+        if progress:
+            progress(done, total)
     return out.div_(weight)

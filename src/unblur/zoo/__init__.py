@@ -44,6 +44,14 @@ MODELS: dict[str, ModelEntry] = {
             trained_on="realistic preset (6-DoF shake, clipping, noise, JPEG) + uniform-kernel, 217 sharp photos",
         ),
         ModelEntry(
+            name="nafnet-real-world",
+            file="nafnet-real-world.safetensors",
+            summary="the default's network fine-tuned for real photos: shake up to 60+ px, noise, JPEG, highlights; "
+            "returns sharp photos unchanged",
+            trained_on="real-world preset (a mixture: realistic, uniform, GoPro-like, large shake, low light, "
+            "slight shake, sharp photos), 217 sharp photos, CPU",
+        ),
+        ModelEntry(
             name="nafnet-blurdm",
             file="nafnet-blurdm.safetensors",
             summary="BlurDM on a small NAFNet (width 16), 1.7 M parameters; a method demo, weaker than the default",
