@@ -634,8 +634,9 @@ def test_stage_1_starts_from_a_plain_backbone_model_file(sharp_folder, tmp_path)
 
 
 def test_blurdm_configs_build_the_authors_blurdm_and_the_small_loformer():
-    """Every shipped BlurDM config sets the authors' layout and loss; LoFormer is the authors' LoFormer-S
-    (LoFormerPrior's defaults: dim 32, [1, 2, 3] / 7 / [3, 2, 2] pairs of blocks, heads [1, 2, 4] / 8)."""
+    """Every shipped BlurDM config sets the authors' layout and loss (the plug-and-play config starts its
+    modulation at the identity instead, our option for adding BlurDM to a trained network); LoFormer is the
+    authors' LoFormer-S (LoFormerPrior's defaults: dim 32, [1, 2, 3] / 7 / [3, 2, 2] pairs of blocks, heads [1, 2, 4] / 8)."""
     from pathlib import Path
 
     from unblur.train.config import load_config
@@ -643,7 +644,8 @@ def test_blurdm_configs_build_the_authors_blurdm_and_the_small_loformer():
     folder = Path(__file__).parents[1] / "src" / "unblur" / "configs" / "blurdm"
     for path in sorted(folder.glob("*.yaml")):
         cfg = load_config(path)
-        assert {k: cfg["model"][k] for k in AUTHORS} == AUTHORS, path.name
+        expected = {**AUTHORS, "prior_init": "identity"} if cfg["train"]["init"] else AUTHORS
+        assert {k: cfg["model"][k] for k in AUTHORS} == expected, path.name
         assert (cfg["loss"]["fft"], cfg["loss"]["clamp"], cfg["loss"]["fft_weight"]) == ("height-charbonnier", True, 0.1)
         assert cfg["loss"]["pixel"] == "charbonnier"
     loformer = load_config(folder / "loformer.yaml")["model"]["backbone_config"]
