@@ -5,8 +5,8 @@ T training timesteps (1000 for Stable Diffusion) with cumulative signal levels a
     z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps,   eps ~ N(0, I)
 
 The network predicts ``eps`` ("epsilon") or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0``
-("v_prediction", Salimans & Ho 2022; SD 2.x). Latents are (B, C, h, w); timesteps are integers in
-[0, T). The arithmetic follows diffusers' DDPM/DDIM schedulers operation for operation, so models
+("v_prediction", Salimans & Ho 2022; SD 2.x's 768-pixel models, while SD 2.1-512 predicts eps).
+Latents are (B, C, h, w); timesteps are integers in [0, T). The arithmetic follows diffusers' DDPM/DDIM schedulers operation for operation, so models
 trained with those sample the same latents here, bit for bit.
 """
 
