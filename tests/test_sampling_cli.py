@@ -78,14 +78,16 @@ def test_strength_from_the_cli(photo, tmp_path):
 
     today, one = run("today"), run("one", "--strength", "1")
     assert np.array_equal(today, one)
-    zs, again, blurred = run("zs", "--strength", "0.5"), run("zs2", "--strength", "0.5", "--start", "zs"), run("b", "--strength", "0.5", "--start", "blurred")
+    zs, again = run("zs", "--strength", "0.5"), run("zs2", "--strength", "0.5", "--start", "zs")
+    blurred = run("b", "--strength", "0.5", "--start", "blurred")
     assert np.array_equal(zs, again) and not np.array_equal(zs, today) and not np.array_equal(zs, blurred)
 
 
 def test_bench_rows_name_steps_strength_and_start(tmp_path):
     from test_bench import make_set
 
-    assert split_sampling("deblurdiff-small@10s0.3-blurred") == ("deblurdiff-small", {"steps": 10, "strength": 0.3, "start": "blurred"})
+    settings = {"steps": 10, "strength": 0.3, "start": "blurred"}
+    assert split_sampling("deblurdiff-small@10s0.3-blurred") == ("deblurdiff-small", settings)
     assert split_sampling("deblurdiff-small@s.5") == ("deblurdiff-small", {"strength": 0.5})
     assert split_sampling("nafnet-small") == ("nafnet-small", {})
     with pytest.raises(ValueError, match="after @ come sampling steps"):
@@ -98,8 +100,10 @@ def test_bench_rows_name_steps_strength_and_start(tmp_path):
     out = tmp_path / "report"
     assert main(["bench", "--data", str(tmp_path / "set"), "--models", rows, "--out", str(out), "-q"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(rows.split(",")) <= set(results["rows"]) and "| deblurdiff-small@2s0.5-blurred |" in (out / "report.md").read_text()
-    assert main(["bench", "--data", str(tmp_path / "set"), "--models", "deblurdiff-small@1s0.5-sharp", "--out", str(out), "-q"]) == 2
+    assert set(rows.split(",")) <= set(results["rows"])
+    assert "| deblurdiff-small@2s0.5-blurred |" in (out / "report.md").read_text()
+    bad = "deblurdiff-small@1s0.5-sharp"
+    assert main(["bench", "--data", str(tmp_path / "set"), "--models", bad, "--out", str(out), "-q"]) == 2
 
 
 def test_running_stats_and_the_uncertainty_scale():

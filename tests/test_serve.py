@@ -232,7 +232,8 @@ def test_diffusion_models_return_the_mean_of_k_samples():
     with run_server(models=("nafnet-small", "deblurdiff-small")) as url:
 
         def post(**params):
-            r = httpx.post(f"{url}/api/deblur", params={"name": "a.png", "model": "deblurdiff-small", **params}, content=data.getvalue(), timeout=120)
+            query = {"name": "a.png", "model": "deblurdiff-small", **params}
+            r = httpx.post(f"{url}/api/deblur", params=query, content=data.getvalue(), timeout=120)
             return r, (np.asarray(Image.open(io.BytesIO(r.content)), np.float64) / 255 if r.status_code == 200 else None)
 
         draws = [post(steps=2, seed=seed)[1] for seed in (3, 4, 5)]
@@ -275,6 +276,17 @@ def launch(playwright):
     )
 
 
+def deblur_again(page, timeout: int) -> str:
+    """Click Deblur on a page that shows a result and wait for the new one; returns the request's URL."""
+    first = page.get_attribute("#after", "src")
+    with page.expect_request("**/api/deblur?*") as request:
+        page.click("#go")
+    page.wait_for_function(
+        "([img, first]) => img.src !== first && img.naturalWidth > 0", arg=[page.query_selector("#after"), first], timeout=timeout
+    )
+    return request.value.url
+
+
 @needs_browser
 def test_browser_upload_compare_download(tmp_path):
     from conftest import run_server
@@ -307,15 +319,8 @@ def test_browser_upload_compare_download(tmp_path):
         page.wait_for_function("document.getElementById('status').textContent.startsWith('Done in')", timeout=60_000)
         page.select_option("#model", "nafnet-small")
         assert not page.is_visible("#steps")
-        first = page.get_attribute("#after", "src")
-        with page.expect_request("**/api/deblur?*") as request:
-            page.click("#go")
-        assert "steps" not in request.value.url and "seed" not in request.value.url
-        page.wait_for_function(
-            "([img, first]) => img.src !== first && img.naturalWidth > 0",
-            arg=[page.query_selector("#after"), first],
-            timeout=60_000,
-        )
+        url = deblur_again(page, 60_000)
+        assert "steps" not in url and "seed" not in url
         size = page.evaluate("[document.getElementById('after').naturalWidth, document.getElementById('after').naturalHeight]")
         assert size == [120, 90]
         assert "Done in" in page.inner_text("#status")
@@ -395,12 +400,7 @@ def test_browser_averages_samples_of_a_diffusion_model(tmp_path):
         final = page.evaluate("(() => { const b = document.getElementById('progress'); return [b.value, b.max]; })()")
         size = page.evaluate("[document.getElementById('after').naturalWidth, document.getElementById('after').naturalHeight]")
         page.fill("#samples", "1")
-        first = page.get_attribute("#after", "src")
-        with page.expect_request("**/api/deblur?*") as request:
-            page.click("#go")
-        assert "samples" not in request.value.url and "mean" not in request.value.url
-        page.wait_for_function(
-            "([img, first]) => img.src !== first && img.naturalWidth > 0", arg=[page.query_selector("#after"), first], timeout=120_000
-        )
+        url = deblur_again(page, 120_000)
+        assert "samples" not in url and "mean" not in url
         browser.close()
     assert final == [6, 6] and size == [56, 40]

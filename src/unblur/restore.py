@@ -246,7 +246,9 @@ def make_restorer(
         steps = settings.get("steps", steps)
         strength = settings.get("strength", strength)
         start = settings.get("start", start)
-    return Restorer(name, device=device, tile=tile, steps=steps, seed=seed, sd=sd, precision=precision, strength=strength, start=start)
+    return Restorer(
+        name, device=device, tile=tile, steps=steps, seed=seed, sd=sd, precision=precision, strength=strength, start=start
+    )
 
 
 #: what may follow ``@`` in a model name: steps, ``s`` and a strength, ``-`` and a start (:func:`split_sampling`)

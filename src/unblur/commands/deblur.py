@@ -111,15 +111,24 @@ def run(args) -> int:
         raise UsageError(f"--{'mean' if args.mean else 'uncertainty'} needs --samples K with K of at least 2")
     try:
         restorer = make_restorer(
-            args.model, device=args.device, tile=args.tile, steps=args.steps, seed=args.seed, sd=args.sd, precision=args.precision,
-            strength=args.strength, start=args.start,
-        )  # fmt: skip
+            args.model,
+            device=args.device,
+            tile=args.tile,
+            steps=args.steps,
+            seed=args.seed,
+            sd=args.sd,
+            precision=args.precision,
+            strength=args.strength,
+            start=args.start,
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     if restorer.needs_kernel:
         raise UsageError(f"{args.model} is non-blind (it needs the true kernel): use it in `unblur bench` on a set with kernels")
     if (args.samples > 1 or args.save_kernels) and not restorer.generative:
-        raise UsageError("--samples, --mean, --uncertainty and --save-kernels are for diffusion models (e.g. --model deblurdiff-small)")
+        raise UsageError(
+            "--samples, --mean, --uncertainty and --save-kernels are for diffusion models (e.g. --model deblurdiff-small)"
+        )
     if args.save_kernels and not restorer.model.predicts_kernels:
         raise UsageError(f"--save-kernels needs a model that predicts blur kernels (deblurdiff-small); {args.model} does not")
     outdir.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@ T training timesteps (1000 for Stable Diffusion) with cumulative signal levels a
 
 The network predicts ``eps`` ("epsilon") or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0``
 ("v_prediction", Salimans & Ho 2022; SD 2.x's 768-pixel models, while SD 2.1-512 predicts eps).
-Latents are (B, C, h, w); timesteps are integers in [0, T). The arithmetic follows diffusers' DDPM/DDIM schedulers operation for operation, so models
-trained with those sample the same latents here, bit for bit.
+Latents are (B, C, h, w); timesteps are integers in [0, T). The arithmetic follows diffusers' DDPM/DDIM
+schedulers operation for operation, so models trained with those sample the same latents here, bit for bit.
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ class NoiseSchedule:
     timesteps are picked, ``"leading"`` (diffusers' default) or ``"linspace"`` (see :meth:`timesteps`)."""
 
     def __init__(
-        self, alphas_cumprod: torch.Tensor, prediction: str = "epsilon", clip: float = 0.0, steps_offset: int = 0, spacing: str = "leading"
-    ):  # fmt: skip
+        self,
+        alphas_cumprod: torch.Tensor,
+        prediction: str = "epsilon",
+        clip: float = 0.0,
+        steps_offset: int = 0,
+        spacing: str = "leading",
+    ):
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
         self.alphas_cumprod = alphas_cumprod.float()

@@ -56,14 +56,9 @@ class DeblurDiff(LatentMethod):
         val_steps: int = 50,
         latent_scale: float | None = None,
         sampler: str = "ddim",
-        lkpn: str = "small",
-        condition_range: str = "signed",
-        posterior_sample: bool = False,
-        colour_fix: str = "clamped",
-        strength: float = 1.0,
-        start: str = "zs",
-        spacing: str | None = None,
-    ):
+        lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False, colour_fix: str = "clamped",
+        strength: float = 1.0, start: str = "zs", spacing: str | None = None,
+    ):  # fmt: skip
         super().__init__(sd, latent_scale, val_steps, sampler, colour_fix, strength, start, spacing)
         from diffusers import ControlNetModel
 
@@ -125,7 +120,9 @@ class DeblurDiff(LatentMethod):
 
         return predict
 
-    def anchor(self, start: str, x: torch.Tensor, z_cond: torch.Tensor, noise: torch.Tensor, steps: int, tile: int = 0) -> torch.Tensor:
+    def anchor(
+        self, start: str, x: torch.Tensor, z_cond: torch.Tensor, noise: torch.Tensor, steps: int, tile: int = 0
+    ) -> torch.Tensor:
         """``"zs"``: z_s as the first step of sampling from pure noise computes it (z_t = ``noise`` at the first
         timestep, where the LKPN has only z_blur to go on): the EAC's deblurred latent. ``"blurred"``: the
         input's latent, encoded as images are (in [-1, 1], the mode), whatever the condition's settings."""
@@ -211,14 +208,10 @@ class DeblurDiffSmall(DeblurDiff):
         latent_scale: float | None = None,
         vae: str | None = None,
         sampler: str = "ddim",
-        lkpn: str = "small",
-        condition_range: str = "signed",
-        posterior_sample: bool = False,
-        colour_fix: str = "clamped",
-        strength: float = 1.0,
-        start: str = "zs",
-        spacing: str = "leading",
-    ):
+        # our settings (DeblurDiff's docstring): the bundled files were trained and validated with them
+        lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False,
+        colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
+    ):  # fmt: skip
         from unblur.methods.small_sd import build_small_sd, load_trained_vae
 
         sd = build_small_sd(
@@ -267,22 +260,12 @@ class DeblurDiffSD(DeblurDiff):
 
     @register_to_config
     def __init__(
-        self,
-        sd: str,
-        kernel_size: int = 5,
-        lkpn_width: int = 128,
-        latent_weight: float = 1.0,
-        val_steps: int = 50,
-        sampler: str = "ddpm",
-        lkpn: str = "authors",
-        condition_range: str = "unit",
-        posterior_sample: bool = True,
-        colour_fix: str = "unclamped",
-        strength: float = 1.0,
-        start: str = "zs",
-        spacing: str = "linspace",
-        empty_prompt: str = "auto",
-    ):
+        self, sd: str, kernel_size: int = 5, lkpn_width: int = 128, latent_weight: float = 1.0, val_steps: int = 50,
+        # the authors' settings (the class docstring), then ours for anchored sampling
+        sampler: str = "ddpm", lkpn: str = "authors", condition_range: str = "unit", posterior_sample: bool = True,
+        colour_fix: str = "unclamped", spacing: str = "linspace", empty_prompt: str = "auto",
+        strength: float = 1.0, start: str = "zs",
+    ):  # fmt: skip
         from unblur.methods.sd_loading import load_sd
 
         if empty_prompt not in self.EMPTY_PROMPTS:
@@ -323,7 +306,9 @@ class DeblurDiffSD(DeblurDiff):
             return torch.zeros(1, 1, width)
         embedding = encode_empty_prompt(self.sd_path)
         if embedding.shape[-1] != width:
-            raise ValueError(f"{self.sd_path}: the text encoder gives {embedding.shape[-1]} channels, the UNet attends to {width}")
+            raise ValueError(
+                f"{self.sd_path}: the text encoder gives {embedding.shape[-1]} channels, the UNet attends to {width}"
+            )
         return embedding
 
     def state_dict(self, *args, **kwargs):

@@ -124,7 +124,9 @@ class LKPN(nn.Module):
         nn.init.zeros_(self.ending[-1].bias)
         self.multiple = 2**levels
 
-    def forward(self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """z_blur, z_t: (B, C, H, W) latents, any H, W; t: (B,) or scalar timestep; ``context`` (the text context)
         is not used. Returns (B, C*k*k, H, W)."""
         t = torch.as_tensor(t, device=z_blur.device).reshape(-1).expand(z_blur.shape[0])
@@ -182,7 +184,9 @@ class AuthorsLKPN(nn.Module):
         nn.init.zeros_(self.unet.conv_out.bias)
         self.multiple = 2 ** (len(widths) - 1)
 
-    def forward(self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """As :meth:`LKPN.forward`; ``context`` (B, tokens, context_dim): the text context the UNet attends to."""
         if context is None:
             raise ValueError("the authors' LKPN attends to the text context: pass context")

@@ -104,7 +104,12 @@ class LatentMethod(Method):
 
     @torch.no_grad()
     def encode_as(
-        self, image: torch.Tensor, tile: int = 0, signed: bool = True, sample: bool = False, generator: torch.Generator | None = None
+        self,
+        image: torch.Tensor,
+        tile: int = 0,
+        signed: bool = True,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """:meth:`encode` with the choices DeblurDiff's authors make differently: ``signed`` False hands the VAE the
         image as it is, in [0, 1], instead of mapped to [-1, 1]; ``sample`` draws the latent from the posterior
@@ -171,7 +176,9 @@ class LatentMethod(Method):
         """z_cond, the encoded input as :meth:`predictor` takes it, for the padded image ``x``: its latent (:meth:`encode`)."""
         return self.encode(x, tile)
 
-    def anchor(self, start: str, x: torch.Tensor, z_cond: torch.Tensor, noise: torch.Tensor, steps: int, tile: int = 0) -> torch.Tensor:
+    def anchor(
+        self, start: str, x: torch.Tensor, z_cond: torch.Tensor, noise: torch.Tensor, steps: int, tile: int = 0
+    ) -> torch.Tensor:
         """The clean latent that sampling from ``start`` noises and starts from (:meth:`render`): ``"blurred"``, the
         input's latent. ``x``: the padded input, ``z_cond`` its :meth:`condition`, ``noise`` the seed's start noise."""
         if start == "blurred":

@@ -84,7 +84,9 @@ def load_sd(path: str | Path, device="cpu", dtype=None) -> LatentDiffusion:
     diffusers = require_diffusers()
     kwargs = {"local_files_only": True, **({"torch_dtype": dtype} if dtype is not None else {})}
 
-    unet = diffusers.UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs, **_variant(path / "unet", WEIGHT_NAMES))
+    unet = diffusers.UNet2DConditionModel.from_pretrained(
+        path, subfolder="unet", **kwargs, **_variant(path / "unet", WEIGHT_NAMES)
+    )
     vae = diffusers.AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs, **_variant(path / "vae", WEIGHT_NAMES))
     unet, vae = unet.to(device).eval(), vae.to(device).eval()
     try:
