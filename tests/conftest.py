@@ -234,3 +234,44 @@ def tiny_sd(tmp_path_factory):
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"
     ).save_pretrained(root / "scheduler")
     return root, sd.unet, sd.vae
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_text(tiny_sd, tmp_path_factory):
+    """:func:`tiny_sd` with a tokenizer and a text encoder, laid out as SD 2.x's diffusers folders hold them:
+    ``tokenizer/`` (CLIP's BPE files, "!" as the padding token, 77 tokens) and ``text_encoder/`` (a toy
+    ``CLIPTextModel`` as wide as the UNet's cross-attention). Returns (folder, text encoder)."""
+    import json
+    import shutil
+
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("tiny-sd-text") / "sd"
+    shutil.copytree(tiny_sd[0], root)
+    vocab = {chr(c): i for i, c in enumerate(range(ord("!"), ord("~") + 1))}  # printable ASCII; "!" is 0
+    vocab.update({f"{k}</w>": len(vocab) + i for i, k in enumerate(list(vocab))})
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "!"}
+    tokenizer = root / "tokenizer"
+    tokenizer.mkdir()
+    (tokenizer / "vocab.json").write_text(json.dumps(vocab))
+    (tokenizer / "merges.txt").write_text("#version: 0.2\n")
+    (tokenizer / "special_tokens_map.json").write_text(json.dumps(special))
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps({**special, "model_max_length": 77, "do_lower_case": True}))
+    torch.manual_seed(1)
+    config = transformers.CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=tiny_sd[1].config.cross_attention_dim,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        hidden_act="gelu",
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=0,
+    )
+    encoder = transformers.CLIPTextModel(config).eval()
+    encoder.save_pretrained(root / "text_encoder")
+    return root, encoder

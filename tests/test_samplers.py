@@ -78,3 +78,37 @@ def test_unsupported_scheduler_settings_are_named():
         NoiseSchedule.from_config({"beta_schedule": "squaredcos_cap_v2"})
     with pytest.raises(ValueError, match="prediction"):
         NoiseSchedule.from_config({**CONFIG, "prediction_type": "sample"})
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_skipping_leading_steps_continues_a_full_run(name):
+    """``skip``: the sampler starts at the timestep of step skip + 1 (SDEdit's start): from the latent a full run
+    has there it ends where the full run ends (the same noise for DDPM), counting only the steps it runs."""
+    schedule = NoiseSchedule.scaled_linear(prediction="v_prediction", clip=1.0)
+    start = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    sampler, gen = get_sampler(name), torch.Generator().manual_seed(1)
+    seen = []
+    full = sampler(toy_predict, start, schedule, 5, gen, callback=seen.append)
+    gen.manual_seed(1)
+    if name == "ddpm":  # the noise of the skipped steps is drawn before the rest
+        [torch.randn(start.shape, generator=gen) for _ in range(2)]
+    rest = []
+    out = sampler(toy_predict, seen[1]["latent"], schedule, 5, gen, callback=rest.append, skip=2)
+    assert torch.allclose(out, full, atol=1e-6)
+    assert [(i["step"], i["steps"], i["t"]) for i in rest] == [(1, 3, 400), (2, 3, 200), (3, 3, 0)]
+    with pytest.raises(ValueError, match="skip must be from 0 to 4"):
+        sampler(toy_predict, start, schedule, 5, skip=5)
+
+
+def test_linspace_spacing_is_the_authors_respacing():
+    """Respaced timesteps (DeblurDiff's utils/sampler.py, space_timesteps): evenly from T - 1 down to 0, rounded
+    (half to even), each step going to the next one; no steps_offset."""
+    schedule = NoiseSchedule.scaled_linear(steps_offset=1, spacing="linspace")
+    plan = schedule.timesteps(50)
+    assert len(plan) == 50 and plan[0] == (999, 979) and plan[-1] == (0, -1)
+    assert [t for t, _ in plan][-5:] == [82, 61, 41, 20, 0]  # k * 999 / 49 rounded
+    assert all(prev == nxt for (_, prev), (nxt, _) in zip(plan, plan[1:]))
+    assert schedule.timesteps(3) == [(999, 500), (500, 0), (0, -1)] and schedule.timesteps(1) == [(0, -1)]
+    assert len({t for t, _ in schedule.timesteps(1000)}) == 1000
+    with pytest.raises(ValueError, match="timestep spacing must be one of leading, linspace"):
+        NoiseSchedule.scaled_linear(spacing="trailing")

@@ -220,6 +220,37 @@ def test_diffusion_models_take_steps_and_a_seed():
             assert r.status_code == 400 and message in r.json()["error"] and "\n" not in r.json()["error"], params
 
 
+def test_diffusion_models_return_the_mean_of_k_samples():
+    """samples=K&mean=1: one PNG, the per-pixel mean of the draws for seeds S..S+K-1; the job's progress counts the
+    sampling steps of all K draws, to the end; K > 1 without mean=1, too many samples, a regression model: 400."""
+    pytest.importorskip("diffusers")
+    import numpy as np
+    from conftest import run_server
+
+    data = io.BytesIO()
+    Image.fromarray(textured(32, 48)).save(data, format="PNG")
+    with run_server(models=("nafnet-small", "deblurdiff-small")) as url:
+
+        def post(**params):
+            query = {"name": "a.png", "model": "deblurdiff-small", **params}
+            r = httpx.post(f"{url}/api/deblur", params=query, content=data.getvalue(), timeout=120)
+            return r, (np.asarray(Image.open(io.BytesIO(r.content)), np.float64) / 255 if r.status_code == 200 else None)
+
+        draws = [post(steps=2, seed=seed)[1] for seed in (3, 4, 5)]
+        r, mean = post(steps=2, seed=3, samples=3, mean=1, job="mean-1")
+        assert r.status_code == 200 and np.abs(mean - np.mean(draws, 0)).max() <= 1.5 / 255
+        assert httpx.get(f"{url}/api/progress", params={"job": "mean-1"}).json() == {"done": 6, "total": 6, "state": "done"}
+        assert post(steps=2, seed=3, samples=1, mean=1)[1].tolist() == draws[0].tolist()  # one sample: that draw
+        for params, message in [
+            ({"samples": 3}, "send mean=1 with it"),
+            ({"samples": 17, "mean": 1}, "samples must be a whole number from 1 to 16"),
+            ({"mean": 2}, "mean must be a whole number from 0 to 1"),
+            ({"model": "nafnet-small", "samples": 2, "mean": 1}, "options of diffusion models"),
+        ]:
+            r = post(**params)[0]
+            assert r.status_code == 400 and message in r.json()["error"] and "\n" not in r.json()["error"], params
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -243,6 +274,17 @@ def launch(playwright):
             "--disable-sync",
         ],
     )
+
+
+def deblur_again(page, timeout: int) -> str:
+    """Click Deblur on a page that shows a result and wait for the new one; returns the request's URL."""
+    first = page.get_attribute("#after", "src")
+    with page.expect_request("**/api/deblur?*") as request:
+        page.click("#go")
+    page.wait_for_function(
+        "([img, first]) => img.src !== first && img.naturalWidth > 0", arg=[page.query_selector("#after"), first], timeout=timeout
+    )
+    return request.value.url
 
 
 @needs_browser
@@ -277,15 +319,8 @@ def test_browser_upload_compare_download(tmp_path):
         page.wait_for_function("document.getElementById('status').textContent.startsWith('Done in')", timeout=60_000)
         page.select_option("#model", "nafnet-small")
         assert not page.is_visible("#steps")
-        first = page.get_attribute("#after", "src")
-        with page.expect_request("**/api/deblur?*") as request:
-            page.click("#go")
-        assert "steps" not in request.value.url and "seed" not in request.value.url
-        page.wait_for_function(
-            "([img, first]) => img.src !== first && img.naturalWidth > 0",
-            arg=[page.query_selector("#after"), first],
-            timeout=60_000,
-        )
+        url = deblur_again(page, 60_000)
+        assert "steps" not in url and "seed" not in url
         size = page.evaluate("[document.getElementById('after').naturalWidth, document.getElementById('after').naturalHeight]")
         assert size == [120, 90]
         assert "Done in" in page.inner_text("#status")
@@ -336,3 +371,36 @@ def test_browser_progress_bar_follows_the_tiles(tmp_path):
     shown = [value for value, top, determinate in seen if determinate and top == total]
     assert any(value < total for value in shown), seen  # seen before the end: the bar moved to its maximum
     assert shown == sorted(shown), seen
+
+
+@needs_browser
+def test_browser_averages_samples_of_a_diffusion_model(tmp_path):
+    """The page offers "Mean of K samples" for diffusion models only, sends samples=K&mean=1, and its progress bar
+    counts the sampling steps of all K draws, ending full."""
+    from conftest import run_server
+    from playwright.sync_api import sync_playwright
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(textured(40, 56)).save(photo)
+    with run_server(models=("nafnet-small", "deblurdiff-small")) as server, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.wait_for_selector("#model option", state="attached")
+        page.set_input_files("#file", str(photo))
+        assert not page.is_visible("#samples")
+        page.select_option("#model", "deblurdiff-small")
+        assert page.is_visible("#samples") and page.input_value("#samples") == "1"
+        page.fill("#steps", "2")
+        page.fill("#samples", "3")
+        with page.expect_request("**/api/deblur?*") as request:
+            page.click("#go")
+        assert "samples=3" in request.value.url and "mean=1" in request.value.url and "steps=2" in request.value.url
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Done in')", timeout=120_000)
+        final = page.evaluate("(() => { const b = document.getElementById('progress'); return [b.value, b.max]; })()")
+        size = page.evaluate("[document.getElementById('after').naturalWidth, document.getElementById('after').naturalHeight]")
+        page.fill("#samples", "1")
+        url = deblur_again(page, 120_000)
+        assert "samples" not in url and "mean" not in url
+        browser.close()
+    assert final == [6, 6] and size == [56, 40]

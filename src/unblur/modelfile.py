@@ -48,9 +48,11 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu", sd: st
     """The method a model file describes, its weights loaded (as fp32), in eval mode on ``device``, and the
     file's metadata. ``sd``: this machine's Stable Diffusion folder, for models whose frozen parts live
     there (``arch: deblurdiff``)."""
-    from unblur.methods import build
+    from unblur.methods import build, method_class
 
     meta = read_model_meta(path)
+    # arguments added to the method after this file was written: the values it was trained with
+    meta["config"] = {**method_class(meta["arch"]).file_defaults, **meta["config"]}
     if sd is not None:
         if "sd" not in meta["config"]:
             raise ValueError(f"--sd is for models built on a Stable Diffusion folder; {Path(path).name} ({meta['arch']}) is not")

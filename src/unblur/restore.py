@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,9 @@ class Restorer:
     The model is a method (:mod:`unblur.methods.base`); the Restorer calls its contract only. Generative
     methods (DeblurDiff, BD-Diff) draw their result from noise: ``steps`` sampling steps (None: the
     model's default) from seed ``seed``; they tile in latent space themselves, so one coherent sample
-    covers the whole image (:meth:`sample`).
+    covers the whole image (:meth:`sample`). ``strength`` and ``start`` (models that declare ``anchors``;
+    None: the model's own settings): anchored sampling, only the last ``strength`` fraction of the steps,
+    from the ``start`` latent noised (:meth:`unblur.methods.base.Method.sample`).
     """
 
     def __init__(
@@ -37,6 +40,8 @@ class Restorer:
         seed: int = 0,
         sd: str | None = None,
         precision: str = "auto",
+        strength: float | None = None,
+        start: str | None = None,
     ):
         from unblur.device import pick_device, resolve_precision
         from unblur.zoo import load_model
@@ -61,6 +66,7 @@ class Restorer:
         if steps is not None and steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         self.steps, self.seed = steps, seed
+        self.anchoring = check_anchoring(self.model, strength, start)
 
     def _prepare(self) -> None:
         """Channels-last weights on the CPU (oneDNN's fast layout); the weights themselves in bf16/fp16 for a
@@ -126,11 +132,78 @@ class Restorer:
         x = image_tensor(rgb).to(self.device)
         steps = steps or self.steps or self.model.default_steps
         callback = (lambda info: progress(info["step"], info["steps"])) if progress else None
-        out = self.model.sample(x, steps, torch.Generator().manual_seed(seed), self.tile, callback, kernels=kernels)
+        generator = torch.Generator().manual_seed(seed)
+        out = self.model.sample(x, steps, generator, self.tile, callback, kernels=kernels, **self.anchoring)
         if not kernels:
             return tensor_image(out), None
         image, picture = out
         return tensor_image(image), tensor_image(picture)
+
+    def draws(self, rgb: np.ndarray, seed: int, count: int, steps: int | None = None, progress=None, kernels: bool = False):
+        """:meth:`sample` for seeds ``seed`` .. ``seed + count - 1`` in turn, yielding (image, kernel picture): the
+        picture for the first draw only (with ``kernels``), else None. ``progress(done, total)`` counts the
+        sampling steps of all the draws together."""
+        for k in range(count):
+            report = (lambda done, total, k=k: progress(k * total + done, count * total)) if progress else None
+            yield self.sample(rgb, seed + k, kernels=kernels and k == 0, steps=steps, progress=report)
+
+
+def check_anchoring(model, strength: float | None, start: str | None) -> dict:
+    """The ``strength``/``start`` keywords for ``model.sample`` (empty when neither is asked for), checked against the
+    model's declarations; ValueError in one line otherwise."""
+    asked = {k: v for k, v in (("strength", strength), ("start", start)) if v is not None}
+    if not asked:
+        return {}
+    if not model.generative:
+        raise ValueError("strength and start are options of diffusion models; this model is deterministic")
+    if not model.anchors:
+        raise ValueError(f"{type(model).__name__} always samples from pure noise: it takes no strength or start")
+    if strength is not None and not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1] (1: from pure noise), got {strength:g}")
+    if start is not None and start not in model.anchors:
+        raise ValueError(f"start must be one of {', '.join(model.anchors)} for this model, got {start!r}")
+    return asked
+
+
+#: the standard deviation that an uncertainty picture shows white (:func:`uncertainty_picture`)
+UNCERTAINTY_WHITE = 0.1
+
+
+class RunningStats:
+    """Per-pixel mean and standard deviation of images added one at a time (Welford's method, float64), so K
+    draws of a diffusion model never need to be held together."""
+
+    def __init__(self):
+        self.count, self._mean, self._m2 = 0, None, None
+
+    def add(self, image: np.ndarray) -> None:
+        x = np.asarray(image, dtype=np.float64)
+        self.count += 1
+        if self._mean is None:
+            self._mean, self._m2 = x.copy(), np.zeros_like(x)
+            return
+        delta = x - self._mean
+        self._mean += delta / self.count
+        self._m2 += delta * (x - self._mean)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The per-pixel mean, float32, the images' shape."""
+        return self._mean.astype(np.float32)
+
+    @property
+    def std(self) -> np.ndarray:
+        """The per-pixel standard deviation (divided by K - 1; zeros for one image), float32."""
+        return np.sqrt(self._m2 / max(1, self.count - 1)).astype(np.float32)
+
+
+def uncertainty_picture(std: np.ndarray) -> np.ndarray:
+    """A grey picture of per-pixel standard deviations ``std`` (H, W, 3) of images in [0, 1]: the root mean square
+    over the colour channels, linear, black = 0 and white = :data:`UNCERTAINTY_WHITE` (0.1, a tenth of the
+    full range) or more; (H, W, 3) float32 in [0, 1]."""
+    rms = np.sqrt(np.mean(np.square(std, dtype=np.float64), axis=2))
+    grey = np.clip(rms / UNCERTAINTY_WHITE, 0, 1).astype(np.float32)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def default_tile(device: torch.device, generative: bool = False) -> int:
@@ -163,27 +236,45 @@ def make_restorer(
     seed: int = 0,
     sd: str | None = None,
     precision: str = "auto",
+    strength: float | None = None,
+    start: str | None = None,
 ):
     """A registered network, a model file, or a classical method (``identity``, ``wiener-oracle``, ``rl-oracle``),
-    all with ``restore(rgb, kernel=None)`` and a ``needs_kernel`` flag. ``NAME@N`` names a diffusion
-    model sampled with N steps (a benchmark row per step count: ``deblurdiff-small@5``)."""
+    all with ``restore(rgb, kernel=None)`` and a ``needs_kernel`` flag. ``NAME@...`` names a diffusion model
+    with its sampling settings (:func:`split_sampling`: a benchmark row per setting, ``deblurdiff-small@5``)."""
     from unblur.baselines import ClassicalRestorer
     from unblur.zoo import CLASSICAL
 
     if name is not None and str(name) in CLASSICAL:
         return ClassicalRestorer(str(name))
     if name is not None:
-        name, steps_in_name = split_steps(name)
-        steps = steps_in_name or steps
-    return Restorer(name, device=device, tile=tile, steps=steps, seed=seed, sd=sd, precision=precision)
+        name, settings = split_sampling(name)
+        steps = settings.get("steps", steps)
+        strength = settings.get("strength", strength)
+        start = settings.get("start", start)
+    return Restorer(
+        name, device=device, tile=tile, steps=steps, seed=seed, sd=sd, precision=precision, strength=strength, start=start
+    )
 
 
-def split_steps(name: str | Path) -> tuple[str | Path, int | None]:
-    """``"deblurdiff-small@5"`` -> ``("deblurdiff-small", 5)``: a diffusion model with its number of sampling
-    steps (one benchmark row per step count); any other name (or an existing file) -> ``(name, None)``."""
+#: what may follow ``@`` in a model name: steps, ``s`` and a strength, ``-`` and a start (:func:`split_sampling`)
+SAMPLING_SUFFIX = re.compile(r"(?P<steps>\d*)(?:s(?P<strength>\d*\.?\d+))?(?:-(?P<start>[a-z]+))?")
+
+
+def split_sampling(name: str | Path) -> tuple[str | Path, dict]:
+    """A diffusion model's name with its sampling settings after ``@``: ``NAME@N`` (N sampling steps),
+    ``NAME@NsS`` (and strength S: anchored sampling), ``NAME@NsS-START`` (from START, e.g. ``zs`` or ``blurred``);
+    each part may be left out (``NAME@s0.3``). ``"deblurdiff-small@10s0.3-blurred"`` -> ``("deblurdiff-small",
+    {"steps": 10, "strength": 0.3, "start": "blurred"})``. Any other name (or an existing file) -> ``(name, {})``."""
     if "@" not in str(name) or Path(name).exists():
-        return name, None
-    base, _, count = str(name).rpartition("@")
-    if not count.isdigit():
-        raise ValueError(f"'{name}': the part after @ must be a number of sampling steps")
-    return base, int(count)
+        return name, {}
+    base, _, suffix = str(name).rpartition("@")
+    found = SAMPLING_SUFFIX.fullmatch(suffix)
+    if not suffix or not found:
+        raise ValueError(f"'{name}': after @ come sampling steps, s and a strength, - and a start (e.g. {base}@10s0.3-zs)")
+    settings = {k: v for k, v in found.groupdict().items() if v}
+    if "steps" in settings:
+        settings["steps"] = int(settings["steps"])
+    if "strength" in settings:
+        settings["strength"] = float(settings["strength"])
+    return base, settings

@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
         "--models",
         default="identity,nafnet-small",
         help="comma-separated names (see `unblur models`); identity is always included; "
-        "NAME@N runs a diffusion model with N sampling steps (e.g. deblurdiff-small@5,deblurdiff-small@20)",
+        "NAME@N runs a diffusion model with N sampling steps (e.g. deblurdiff-small@5,deblurdiff-small@20), "
+        "NAME@NsS with anchored sampling at strength S, NAME@NsS-START from START (zs or blurred; "
+        "e.g. deblurdiff-small@10s0.3-blurred)",
     )
     b.add_argument("--out", default=None, metavar="REPORT_DIR", help="report folder (default: bench-<data name>)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -43,12 +45,12 @@ def run(args) -> int:
     from unblur.bench.runner import run_model
     from unblur.data.paired import Pair, find_pairs
     from unblur.io import list_images
-    from unblur.restore import split_steps
+    from unblur.restore import split_sampling
     from unblur.zoo import CLASSICAL, MODELS
 
     models = ["identity"] + [m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "identity"]
     try:
-        bases = {m: split_steps(m)[0] for m in models}  # NAME@N: NAME with N sampling steps
+        bases = {m: split_sampling(m)[0] for m in models}  # NAME@...: NAME with its sampling settings
     except ValueError as err:
         raise UsageError(str(err)) from None
     unknown = [m for m, b in bases.items() if b not in MODELS and b not in CLASSICAL and not str(b).endswith(".safetensors")]

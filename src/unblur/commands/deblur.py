@@ -58,7 +58,30 @@ def add_parser(sub) -> None:
         type=int,
         default=1,
         metavar="K",
-        help="write K results per image, seeds S..S+K-1, as NAME-1.png ... NAME-K.png",
+        help="draw K results per image, seeds S..S+K-1, written as NAME-1.png ... NAME-K.png (or see --mean)",
+    )
+    g.add_argument(
+        "--mean", action="store_true", help="with --samples K: write the per-pixel average of the K draws as NAME.png instead"
+    )
+    g.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="with --samples K: also write NAME-uncertainty.png, the per-pixel standard deviation of the K draws "
+        "(grey, linear: black 0, white 0.1 of the full range or more)",
+    )
+    g.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        metavar="S",
+        help="anchored sampling: run only the last S of the steps (0 < S <= 1), starting from the input's latent "
+        "noised to that point instead of pure noise (default: the model's own, 1 for the bundled models)",
+    )
+    g.add_argument(
+        "--start",
+        default=None,
+        metavar="FROM",
+        help="with --strength: the latent to start from, zs (DeblurDiff's deblurred latent, its default) or blurred",
     )
     g.add_argument(
         "--save-kernels",
@@ -84,16 +107,28 @@ def run(args) -> int:
         raise UsageError(f"output {outdir} exists and is not a folder")
     if args.samples < 1:
         raise UsageError(f"--samples must be at least 1, got {args.samples}")
+    if (args.mean or args.uncertainty) and args.samples < 2:
+        raise UsageError(f"--{'mean' if args.mean else 'uncertainty'} needs --samples K with K of at least 2")
     try:
         restorer = make_restorer(
-            args.model, device=args.device, tile=args.tile, steps=args.steps, seed=args.seed, sd=args.sd, precision=args.precision
+            args.model,
+            device=args.device,
+            tile=args.tile,
+            steps=args.steps,
+            seed=args.seed,
+            sd=args.sd,
+            precision=args.precision,
+            strength=args.strength,
+            start=args.start,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     if restorer.needs_kernel:
         raise UsageError(f"{args.model} is non-blind (it needs the true kernel): use it in `unblur bench` on a set with kernels")
     if (args.samples > 1 or args.save_kernels) and not restorer.generative:
-        raise UsageError("--samples and --save-kernels are for diffusion models (e.g. --model deblurdiff-small)")
+        raise UsageError(
+            "--samples, --mean, --uncertainty and --save-kernels are for diffusion models (e.g. --model deblurdiff-small)"
+        )
     if args.save_kernels and not restorer.model.predicts_kernels:
         raise UsageError(f"--save-kernels needs a model that predicts blur kernels (deblurdiff-small); {args.model} does not")
     outdir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +136,7 @@ def run(args) -> int:
     claimed: dict[str, Path] = {}
     bar = tqdm(paths, desc="deblur", unit="img", disable=len(paths) < 2 or args.quiet)
     for path in bar:
-        targets = outputs(outdir, path.stem, args.samples, args.save_kernels)
+        targets = outputs(outdir, path.stem, args.samples, args.save_kernels, args.mean, args.uncertainty)
         target = targets[0]
         if target.name in claimed:
             failed.append((path, f"same output name as {claimed[target.name]} ({target})"))
@@ -157,20 +192,34 @@ def progress_bar(desc: str, unit: str, disable: bool = False):
         yield progress
 
 
-def outputs(outdir: Path, stem: str, samples: int, kernels: bool) -> list[Path]:
-    """The files one input makes: NAME.png, or NAME-1.png ... NAME-K.png; then NAME-kernels.png if asked."""
-    names = [f"{stem}.png"] if samples == 1 else [f"{stem}-{k}.png" for k in range(1, samples + 1)]
-    return [outdir / n for n in names] + ([outdir / f"{stem}-kernels.png"] if kernels else [])
+def outputs(outdir: Path, stem: str, samples: int, kernels: bool, mean: bool = False, uncertainty: bool = False) -> list[Path]:
+    """The files one input makes, the main one first: NAME.png (one draw, or with ``mean`` the mean of K), else
+    NAME-1.png ... NAME-K.png; then NAME-uncertainty.png and NAME-kernels.png if asked."""
+    names = [f"{stem}.png"] if samples == 1 or mean else [f"{stem}-{k}.png" for k in range(1, samples + 1)]
+    names += [f"{stem}-uncertainty.png"] * uncertainty + [f"{stem}-kernels.png"] * kernels
+    return [outdir / n for n in names]
 
 
 def write_samples(restorer, rgb, info, targets: list[Path], args) -> None:
-    """A diffusion model's results for seeds S..S+K-1 (and the kernel picture of the first), with a bar of
-    sampling steps."""
+    """A diffusion model's results for seeds S..S+K-1 (and the kernel picture of the first), with one bar counting
+    the sampling steps of all K draws: each draw written, or (``--mean``) their mean; with ``--uncertainty``
+    the picture of their standard deviation (:func:`unblur.restore.uncertainty_picture`)."""
     from unblur.io import write_image
+    from unblur.restore import RunningStats, uncertainty_picture
 
-    for k in range(args.samples):
-        with progress_bar(f"sample {k + 1}/{args.samples}", "step", disable=args.quiet) as progress:
-            image, kernels = restorer.sample(rgb, args.seed + k, kernels=args.save_kernels and k == 0, progress=progress)
-        write_image(targets[k], image, info, overwrite=args.overwrite)
-        if kernels is not None:
-            write_image(targets[-1], kernels, overwrite=args.overwrite)  # a picture: 8-bit RGB whatever the input
+    stats = RunningStats() if args.mean or args.uncertainty else None
+    pictures = targets[-1:] if args.save_kernels else []  # 8-bit RGB pictures, whatever the input
+    uncertainty = targets[len(targets) - len(pictures) - 1] if args.uncertainty else None
+    with progress_bar(f"{args.samples} samples" if args.samples > 1 else "sampling", "step", disable=args.quiet) as progress:
+        draws = restorer.draws(rgb, args.seed, args.samples, progress=progress, kernels=args.save_kernels)
+        for k, (image, kernels) in enumerate(draws):
+            if stats is not None:
+                stats.add(image)
+            if not args.mean:
+                write_image(targets[k], image, info, overwrite=args.overwrite)
+            if kernels is not None:
+                write_image(pictures[0], kernels, overwrite=args.overwrite)
+    if args.mean:
+        write_image(targets[0], stats.mean, info, overwrite=args.overwrite)
+    if uncertainty is not None:
+        write_image(uncertainty, uncertainty_picture(stats.std), overwrite=args.overwrite)

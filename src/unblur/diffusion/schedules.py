@@ -5,9 +5,9 @@ T training timesteps (1000 for Stable Diffusion) with cumulative signal levels a
     z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps,   eps ~ N(0, I)
 
 The network predicts ``eps`` ("epsilon") or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0``
-("v_prediction", Salimans & Ho 2022; SD 2.x). Latents are (B, C, h, w); timesteps are integers in
-[0, T). The arithmetic follows diffusers' DDPM/DDIM schedulers operation for operation, so models
-trained with those sample the same latents here, bit for bit.
+("v_prediction", Salimans & Ho 2022; SD 2.x's 768-pixel models, while SD 2.1-512 predicts eps).
+Latents are (B, C, h, w); timesteps are integers in [0, T). The arithmetic follows diffusers' DDPM/DDIM
+schedulers operation for operation, so models trained with those sample the same latents here, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,19 +15,40 @@ from __future__ import annotations
 import torch
 
 PREDICTIONS = ("epsilon", "v_prediction")
+#: how :meth:`NoiseSchedule.timesteps` picks the sampling timesteps (see there)
+SPACINGS = ("leading", "linspace")
 
 
 class NoiseSchedule:
     """``alphas_cumprod``: (T,) float32, abar_t. ``prediction``: what the network predicts (see above).
     ``clip`` > 0: the clean estimate is clamped to [-clip, clip] while sampling (diffusers' ``clip_sample``,
     on by default for its DDPM scheduler, hence for our small models); 0: no clamping.
-    ``steps_offset``: added to every sampling timestep (SD 2.x's configs: 1)."""
+    ``steps_offset``: added to every sampling timestep (SD 2.x's configs: 1). ``spacing``: how the sampling
+    timesteps are picked, ``"leading"`` (diffusers' default) or ``"linspace"`` (see :meth:`timesteps`)."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor, prediction: str = "epsilon", clip: float = 0.0, steps_offset: int = 0):
+    def __init__(
+        self,
+        alphas_cumprod: torch.Tensor,
+        prediction: str = "epsilon",
+        clip: float = 0.0,
+        steps_offset: int = 0,
+        spacing: str = "leading",
+    ):
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
         self.alphas_cumprod = alphas_cumprod.float()
         self.prediction, self.clip, self.steps_offset = prediction, clip, steps_offset
+        self.spacing = spacing
+
+    @property
+    def spacing(self) -> str:
+        return self._spacing
+
+    @spacing.setter
+    def spacing(self, value: str) -> None:
+        if value not in SPACINGS:
+            raise ValueError(f"timestep spacing must be one of {', '.join(SPACINGS)}, got {value!r}")
+        self._spacing = value
 
     @classmethod
     def scaled_linear(cls, steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012, **kwargs) -> NoiseSchedule:
@@ -99,10 +120,19 @@ class NoiseSchedule:
         return a**0.5 * z_t - (1 - a) ** 0.5 * output, a**0.5 * output + (1 - a) ** 0.5 * z_t
 
     def timesteps(self, steps: int) -> list[tuple[int, int]]:
-        """The ``steps`` sampling steps as (t, previous t) pairs, from high noise down, evenly spaced
-        ("leading" spacing: t = k * (T // steps) + steps_offset); previous t < 0 means the clean end."""
+        """The ``steps`` sampling steps as (t, previous t) pairs, from high noise down; previous t < 0 means the
+        clean end.
+
+        ``"leading"`` spacing (diffusers'): t = k * (T // steps) + steps_offset, previous t = t - T // steps.
+        ``"linspace"``: ``steps`` timesteps evenly from T - 1 down to 0, rounded, each step going to the next
+        one (the respacing of improved DDPM, which DeblurDiff's authors sample with: their
+        ``utils/sampler.py``, ``space_timesteps``; positions accumulated in floating point and rounded half
+        to even, as there, so that the same timesteps come out); ``steps_offset`` is not used."""
         if not 1 <= steps <= self.num_train_timesteps:
             raise ValueError(f"steps must be from 1 to {self.num_train_timesteps}, got {steps}")
+        if self.spacing == "linspace":
+            ts = sorted(set(_respaced(self.num_train_timesteps, steps)), reverse=True)
+            return list(zip(ts, ts[1:] + [-1]))
         stride = self.num_train_timesteps // steps
         ts = [k * stride + self.steps_offset for k in reversed(range(steps))]
         return [(t, t - stride) for t in ts]
@@ -110,3 +140,15 @@ class NoiseSchedule:
     def level(self, t: int) -> torch.Tensor:
         """abar_t as a scalar float32 tensor; 1 for t < 0 (the clean end, DDIM's ``set_alpha_to_one``)."""
         return self.alphas_cumprod[t] if t >= 0 else torch.tensor(1.0)
+
+
+def _respaced(total: int, steps: int) -> list[int]:
+    """``steps`` timesteps of ``total``, evenly from 0 to total - 1: positions k * (total - 1) / (steps - 1) summed
+    up step by step in floating point and rounded (Python's round: half to even)."""
+    if steps == 1:
+        return [0]
+    stride, position, out = (total - 1) / (steps - 1), 0.0, []
+    for _ in range(steps):
+        out.append(round(position))
+        position += stride
+    return out

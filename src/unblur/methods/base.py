@@ -20,6 +20,12 @@ Declarations (class attributes, or properties where they depend on the configura
     ``low_precision``       how a Restorer may run it in bf16/fp16: ``"weights"`` (cast the weights: a plain
                             network), ``"autocast"`` (parts may need fp32) or None (fp32 only: many
                             sampling steps compound rounding).
+    ``anchors``             (generative methods) where :meth:`sample` may start besides pure noise, the first
+                            being its default: it then takes ``strength`` and ``start`` (anchored sampling);
+                            empty when it cannot (the Restorer then refuses those options).
+    ``file_defaults``       constructor arguments added after model files of the method were first written,
+                            with the values that rebuild such files as they were trained; applied by
+                            :func:`unblur.modelfile.load_model_file` where a file's ``config`` lacks them.
 
 Training (the engine, :mod:`unblur.train.loop`)
     :meth:`training_loss` ``(batch, image_loss) -> (loss, terms)`` on a batch dict ``{"blurred", "sharp",
@@ -30,7 +36,8 @@ Training (the engine, :mod:`unblur.train.loop`)
 Inference (the Restorer, :mod:`unblur.restore`)
     :meth:`restore` ``(blurred, prior=None)``: a deterministic method's result for an image or one tile;
     :meth:`image_prior` ``(blurred, tile)``: what all tiles of one image may share (BlurDM's prior), or None;
-    :meth:`sample` ``(blurred, steps, generator, tile, callback, kernels)``: a generative method's result.
+    :meth:`sample` ``(blurred, steps, generator, tile, callback, kernels)``: a generative method's result;
+    with ``anchors``, also ``strength`` and ``start`` (passed only when asked for).
 
 ``forward(blurred)`` restores as validation does without the sharp image (``model(x)``), so a
 method is also a plain network for tools that only call it (cost counting).
@@ -60,6 +67,8 @@ class Method(nn.Module):
     transfers_blur: ClassVar[bool] = False
     uses_target_domain: ClassVar[bool] = False
     low_precision: ClassVar[str | None] = "autocast"
+    anchors: ClassVar[tuple[str, ...]] = ()
+    file_defaults: ClassVar[dict] = {}
 
     @property
     def exposure_fractions(self) -> tuple[float, ...] | None:
@@ -122,7 +131,11 @@ class Method(nn.Module):
         """A generative method's result for ``blurred``, drawn with ``steps`` sampling steps from ``generator``
         (a CPU generator: the same seed gives the same image on any device); ``tile`` > 0: large images in
         tiles of about that many pixels; ``callback``: progress after every step. With ``kernels``
-        (``predicts_kernels`` only) returns (image, picture of the predicted kernels, (B, 3, H, W) in [0, 1])."""
+        (``predicts_kernels`` only) returns (image, picture of the predicted kernels, (B, 3, H, W) in [0, 1]).
+
+        A method with ``anchors`` also takes ``strength`` in (0, 1] and ``start`` (one of ``anchors``; both None:
+        its own settings): only the last ``strength`` fraction of the steps run, from the ``start`` latent
+        noised to their first timestep (1: from pure noise)."""
         raise NotImplementedError(f"{type(self).__name__} is deterministic: call restore()")
 
     def transfer(

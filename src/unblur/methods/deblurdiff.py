@@ -9,13 +9,20 @@ Wiring (facts from the authors' code, see ``docs/design.md``, "DeblurDiff"):
   (no downsampling) whose zero-initialised output is added to the noisy latent's first features,
   the same as DiffBIR's extra zero-initialised input channels;
 * z_s = EAC(z_blur, LKPN(z_blur, z_t, t)): per-pixel kernels predicted from the current noisy
-  latent at every step (:mod:`unblur.methods.deblurdiff_core`);
-* loss MSE(prediction, target) + lambda * MSE(z_s, z_sharp); sampling with DDIM (``sampler: ddpm``:
-  ancestral DDPM, as the authors sample), then an AdaIN colour fix to the input.
+  latent at every step (:mod:`unblur.methods.deblurdiff_core`; ``lkpn``: our small LKPN or one at the
+  authors' layout);
+* loss MSE(prediction, target) + lambda * MSE(z_s, z_sharp); sampling with DDIM or (``sampler: ddpm``)
+  ancestral DDPM, as the authors sample, then an AdaIN colour fix to the input.
+
+The authors' choices that differ from ours are settings (their values are the defaults of ``arch:
+deblurdiff``, ours those of ``deblurdiff-small``; ``docs/methods/deblurdiff.md`` cites their code):
+``condition_range`` (the blurred image enters the VAE in [0, 1], "unit", or in [-1, 1], "signed"),
+``posterior_sample`` (latents drawn from the VAE's posterior, not its mode), ``colour_fix`` (AdaIN on the
+unclamped decode), ``spacing`` (their respaced timesteps) and, on Stable Diffusion, ``empty_prompt`` (the
+text encoder's encoding of "", or one all-zero token).
 
 Images are (B, 3, H, W) in [0, 1] with H, W multiples of the VAE's downsampling factor (8 for SD;
-callers pad). The empty prompt is an all-zero text embedding: we do not load a text encoder
-(the authors encode "" with SD's; a zero context is our deviation, documented here).
+callers pad).
 """
 
 from __future__ import annotations
@@ -24,16 +31,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unblur.methods.deblurdiff_core import LKPN, eac
+import warnings
+
+from unblur.methods.deblurdiff_core import LKPN, LKPNS, AuthorsLKPN, eac
 from unblur.methods.latent import LatentMethod
 from unblur.methods.sd_loading import LatentDiffusion
 from unblur.nn.configurable import register_to_config
 
 
 class DeblurDiff(LatentMethod):
-    """The trainable ControlNet + LKPN around a frozen latent diffusion model ``sd``."""
+    """The trainable ControlNet + LKPN around a frozen latent diffusion model ``sd`` (settings: the module docstring,
+    and :class:`~unblur.methods.latent.LatentMethod` for ``colour_fix``, ``strength``, ``start``, ``spacing``)."""
 
     predicts_kernels = True
+    anchors = ("zs", "blurred")
+    CONDITION_RANGES = ("signed", "unit")
 
     def __init__(
         self,
@@ -44,33 +56,53 @@ class DeblurDiff(LatentMethod):
         val_steps: int = 50,
         latent_scale: float | None = None,
         sampler: str = "ddim",
-    ):
-        super().__init__(sd, latent_scale, val_steps, sampler)
+        lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False, colour_fix: str = "clamped",
+        strength: float = 1.0, start: str = "zs", spacing: str | None = None,
+    ):  # fmt: skip
+        super().__init__(sd, latent_scale, val_steps, sampler, colour_fix, strength, start, spacing)
         from diffusers import ControlNetModel
 
+        if lkpn not in LKPNS:
+            raise ValueError(f"lkpn must be one of {', '.join(LKPNS)}, got {lkpn!r}")
+        if condition_range not in self.CONDITION_RANGES:
+            raise ValueError(f"condition_range must be one of {', '.join(self.CONDITION_RANGES)}, got {condition_range!r}")
         self.unet.requires_grad_(False).eval()
         c = self.unet.config.in_channels
         self.controlnet = ControlNetModel.from_unet(
             self.unet, conditioning_embedding_out_channels=(self.unet.config.block_out_channels[0],), conditioning_channels=2 * c
         )
-        self.lkpn = LKPN(latent_channels=c, width=lkpn_width, kernel_size=kernel_size)
+        if lkpn == "authors":
+            self.lkpn = AuthorsLKPN(c, lkpn_width, kernel_size, self.unet.config.cross_attention_dim)
+        else:
+            self.lkpn = LKPN(latent_channels=c, width=lkpn_width, kernel_size=kernel_size)
         self.kernel_size, self.latent_weight = kernel_size, latent_weight
+        self.condition_range, self.posterior_sample = condition_range, posterior_sample
 
     def context(self, batch: int, device) -> torch.Tensor:
-        """The empty prompt: (B, 1, cross_attention_dim) zeros (see the module docstring)."""
+        """The empty prompt the UNet, the ControlNet (and the authors' LKPN) attend to: here one all-zero token,
+        (B, 1, cross_attention_dim); :class:`DeblurDiffSD` encodes "" with the SD folder's text encoder."""
         return torch.zeros(batch, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
+
+    def condition(self, x: torch.Tensor, tile: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z_blur, the blurred image's latent as the settings say (``condition_range``, ``posterior_sample``)."""
+        return self.encode_as(x, tile, self.condition_range == "signed", self.posterior_sample, generator)
+
+    def kernels(self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        return self.lkpn(z_blur, z_t, t, ctx)
 
     def denoise(self, z_t: torch.Tensor, t: torch.Tensor, z_blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One UNet evaluation steered by the condition; returns (the UNet's prediction, z_s)."""
-        z_s = eac(z_blur, self.lkpn(z_blur, z_t, t), self.kernel_size)
         ctx = self.context(z_t.shape[0], z_t.device)
+        z_s = eac(z_blur, self.kernels(z_blur, z_t, t, ctx), self.kernel_size)
         down, mid = self.controlnet(z_t, t, ctx, controlnet_cond=torch.cat([z_blur, z_s], dim=1), return_dict=False)
         pred = self.unet(z_t, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
         return pred, z_s
 
     def loss(self, blurred: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training loss on a batch of (blurred, sharp) images in [0, 1]: diffusion loss + latent loss of z_s."""
-        z_blur, z_sharp = self.encode(blurred), self.encode(sharp)
+        """Training loss on a batch of (blurred, sharp) images in [0, 1]: diffusion loss + latent loss of z_s.
+        The sharp target always enters the VAE in [-1, 1]; ``posterior_sample`` draws both latents."""
+        z_blur = self.condition(blurred, generator=generator)
+        z_sharp = self.encode_as(sharp, sample=self.posterior_sample, generator=generator)
         z_t, noise, t = self.noisy(z_sharp, generator=generator)
         pred, z_s = self.denoise(z_t, t, z_blur)
         return F.mse_loss(pred, self.schedule.target(z_sharp, noise, t)) + self.latent_weight * F.mse_loss(z_s, z_sharp)
@@ -88,12 +120,33 @@ class DeblurDiff(LatentMethod):
 
         return predict
 
+    def anchor(
+        self, start: str, x: torch.Tensor, z_cond: torch.Tensor, noise: torch.Tensor, steps: int, tile: int = 0
+    ) -> torch.Tensor:
+        """``"zs"``: z_s as the first step of sampling from pure noise computes it (z_t = ``noise`` at the first
+        timestep, where the LKPN has only z_blur to go on): the EAC's deblurred latent. ``"blurred"``: the
+        input's latent, encoded as images are (in [-1, 1], the mode), whatever the condition's settings."""
+        if start != "zs":
+            return super().anchor(start, x, z_cond, noise, steps, tile)
+        c, first = self.unet.config.in_channels, self.schedule.timesteps(steps)[0][0]
+
+        def z_s(u: torch.Tensor) -> torch.Tensor:
+            z_t, z_blur = u[:, :c], u[:, c:]
+            t = torch.full((len(u),), first, device=u.device)
+            return eac(z_blur, self.kernels(z_blur, z_t, t, self.context(len(u), u.device)), self.kernel_size)
+
+        return self.over_latent(z_s, torch.cat([noise, z_cond], 1), tile)
+
     def kernel_picture(self, z: torch.Tensor, z_blur: torch.Tensor, size: tuple[int, int], tile: int) -> torch.Tensor:
         """The kernels the LKPN predicts for the result (z_t = the final latent, t = 0), drawn by :func:`kernel_map`:
         (B, 3, H, W) in [0, 1], one block of f x f pixels per latent pixel."""
         c, (h, w), f = self.unet.config.in_channels, size, self.factor
         t0 = torch.zeros(1, dtype=torch.long, device=z.device)
-        taps = self.over_latent(lambda u: self.lkpn(u[:, c:], u[:, :c], t0.expand(len(u))), torch.cat([z, z_blur], 1), tile)
+
+        def kernels(u: torch.Tensor) -> torch.Tensor:
+            return self.kernels(u[:, c:], u[:, :c], t0.expand(len(u)), self.context(len(u), u.device))
+
+        taps = self.over_latent(kernels, torch.cat([z, z_blur], 1), tile)
         taps = taps[..., : -(-h // f), : -(-w // f)]  # the latent pixels of the image, not of its padding
         pictures = [np.repeat(np.repeat(kernel_map(k[None].cpu(), self.kernel_size), f, 0), f, 1)[:h, :w] for k in taps]
         return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).to(z.device)
@@ -134,6 +187,7 @@ class DeblurDiffSmall(DeblurDiff):
     No Stable Diffusion prior exists on this machine, so the UNet trains with the ControlNet and the
     LKPN (``train_unet``); the VAE comes trained from its own stage (``vae``: the path of that stage's
     model file, read at construction only; the weights then live in this model's state dict).
+    The settings default to our choices (:class:`DeblurDiff`); the empty prompt is one all-zero token.
 
     Its model file holds every weight (VAE included: a few MiB).
     """
@@ -154,7 +208,10 @@ class DeblurDiffSmall(DeblurDiff):
         latent_scale: float | None = None,
         vae: str | None = None,
         sampler: str = "ddim",
-    ):
+        # our settings (DeblurDiff's docstring): the bundled files were trained and validated with them
+        lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False,
+        colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
+    ):  # fmt: skip
         from unblur.methods.small_sd import build_small_sd, load_trained_vae
 
         sd = build_small_sd(
@@ -165,39 +222,111 @@ class DeblurDiffSmall(DeblurDiff):
             prediction_type=prediction_type,
             vae=load_trained_vae(vae, latent_channels, vae_widths) if vae else None,
         )
-        super().__init__(sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale, sampler)
+        super().__init__(
+            sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale, sampler,
+            lkpn, condition_range, posterior_sample, colour_fix, strength, start, spacing,
+        )  # fmt: skip
         self.unet.requires_grad_(train_unet)
 
 
 class DeblurDiffSD(DeblurDiff):
     """DeblurDiff on a user's Stable Diffusion 2.x folder (``arch: deblurdiff``; ``sd``: its path), as the authors
-    train it: UNet and VAE frozen, ControlNet and LKPN trained.
+    train it: UNet and VAE frozen, ControlNet and LKPN trained. The settings default to the authors' (the
+    module docstring): their LKPN (``lkpn: authors``, ``lkpn_width`` 128), the blurred image in [0, 1] and
+    posterior samples, ancestral DDPM on their 50 respaced steps, AdaIN on the unclamped decode.
 
-    Model files hold the trained parts only (ControlNet, LKPN: hundreds of MiB, not SD's gigabytes);
-    the frozen parts are read from ``sd`` whenever the model is built, so a model file moves to another
-    machine with ``unblur deblur --sd PATH`` pointing at that machine's copy of the same SD weights.
+    The empty prompt (``empty_prompt``): ``"text_encoder"``, "" encoded by the folder's own tokenizer and text
+    encoder (``tokenizer/``, ``text_encoder/``: CLIP's 77 tokens, as the authors condition); ``"zeros"``, one
+    all-zero token (our fallback, which a frozen SD has never seen); ``"auto"``: the text encoder when the
+    folder has one, else the zeros with a warning. It is computed once, on first use (or when the weights
+    are first written), and stored in the model file, so using a trained model needs no text encoder.
+
+    Model files hold the trained parts only (ControlNet, LKPN, the empty prompt: hundreds of MiB, not SD's
+    gigabytes); the frozen parts are read from ``sd`` whenever the model is built, so a model file moves to
+    another machine with ``unblur deblur --sd PATH`` pointing at that machine's copy of the same SD weights.
+    Files written before these settings existed rebuild as they were trained (``file_defaults``: our small
+    LKPN, [-1, 1] and modes, leading spacing, the clamped colour fix, the zero token).
     """
+
+    EMPTY_PROMPTS = ("auto", "text_encoder", "zeros")
+    file_defaults = {
+        "lkpn": "small",
+        "condition_range": "signed",
+        "posterior_sample": False,
+        "colour_fix": "clamped",
+        "spacing": "leading",
+        "empty_prompt": "zeros",
+    }
 
     @register_to_config
     def __init__(
-        self, sd: str, kernel_size: int = 5, lkpn_width: int = 64, latent_weight: float = 1.0, val_steps: int = 50,
-        sampler: str = "ddim",
+        self, sd: str, kernel_size: int = 5, lkpn_width: int = 128, latent_weight: float = 1.0, val_steps: int = 50,
+        # the authors' settings (the class docstring), then ours for anchored sampling
+        sampler: str = "ddpm", lkpn: str = "authors", condition_range: str = "unit", posterior_sample: bool = True,
+        colour_fix: str = "unclamped", spacing: str = "linspace", empty_prompt: str = "auto",
+        strength: float = 1.0, start: str = "zs",
     ):  # fmt: skip
         from unblur.methods.sd_loading import load_sd
 
-        super().__init__(load_sd(sd), kernel_size, lkpn_width, latent_weight, val_steps, sampler=sampler)
+        if empty_prompt not in self.EMPTY_PROMPTS:
+            raise ValueError(f"empty_prompt must be one of {', '.join(self.EMPTY_PROMPTS)}, got {empty_prompt!r}")
+        super().__init__(
+            load_sd(sd), kernel_size, lkpn_width, latent_weight, val_steps, None, sampler,
+            lkpn, condition_range, posterior_sample, colour_fix, strength, start, spacing,
+        )  # fmt: skip
+        self.sd_path, self.empty_prompt = sd, empty_prompt
+        self.register_buffer("empty_context", None)  # (1, tokens, cross_attention_dim): from a model file, or on first use
 
     FROZEN = ("unet.", "vae.")
 
+    def context(self, batch: int, device) -> torch.Tensor:
+        """The empty prompt (``empty_prompt``), (B, tokens, cross_attention_dim)."""
+        return self.prompt().to(device, self.unet.dtype).expand(batch, -1, -1)
+
+    def prompt(self) -> torch.Tensor:
+        """The empty prompt's embedding (1, tokens, cross_attention_dim), computed on first use."""
+        if self.empty_context is None:
+            self.empty_context = self._encode_empty_prompt().to(self.unet.device)
+        return self.empty_context
+
+    def _encode_empty_prompt(self) -> torch.Tensor:
+        from unblur.methods.sd_loading import encode_empty_prompt, has_text_encoder
+
+        width = self.unet.config.cross_attention_dim
+        mode = self.empty_prompt
+        if mode == "auto":
+            mode = "text_encoder" if has_text_encoder(self.sd_path) else "zeros"
+            if mode == "zeros":
+                warnings.warn(
+                    f"{self.sd_path} has no tokenizer/ and text_encoder/: the empty prompt is one all-zero token, "
+                    "which Stable Diffusion was never trained with (set empty_prompt: zeros to silence this)",
+                    stacklevel=3,
+                )
+        if mode == "zeros":
+            return torch.zeros(1, 1, width)
+        embedding = encode_empty_prompt(self.sd_path)
+        if embedding.shape[-1] != width:
+            raise ValueError(
+                f"{self.sd_path}: the text encoder gives {embedding.shape[-1]} channels, the UNet attends to {width}"
+            )
+        return embedding
+
     def state_dict(self, *args, **kwargs):
+        self.prompt()  # a model file always holds the empty prompt it was trained with
         state = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", "")
         return type(state)((k, v) for k, v in state.items() if not k[len(prefix) :].startswith(self.FROZEN))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Loads the trained parts; the frozen ones stay as read from ``sd`` (and must not be in ``state_dict``)."""
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not k.startswith(self.FROZEN)]
+        """Loads the trained parts and the empty prompt (a file without one was written before it was stored: the
+        zero token it was trained with); the frozen parts stay as read from ``sd`` (and must not be in ``state_dict``)."""
+        state = dict(state_dict)
+        prompt = state.pop("empty_context", None)
+        self.empty_context = (prompt if prompt is not None else torch.zeros(1, 1, self.unet.config.cross_attention_dim)).to(
+            self.unet.device, torch.float32
+        )
+        result = super().load_state_dict(state, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(self.FROZEN) and k != "empty_context"]
         if strict and (missing or result.unexpected_keys):
             raise RuntimeError(f"DeblurDiff weights do not fit: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
         return result

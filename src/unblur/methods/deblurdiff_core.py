@@ -3,9 +3,11 @@
 DeblurDiff guides a latent diffusion model (Stable Diffusion + ControlNet) with a latent that is
 re-estimated at every sampling step instead of the fixed blurred latent:
 
-* LKPN, the latent kernel prediction network, is a small UNet that reads cat(z_blur, z_t) and the
-  timestep t and predicts one k x k kernel per latent pixel and per latent channel
-  (C * k * k output channels, not normalised, so the kernels may sharpen, i.e. have negative taps).
+* LKPN, the latent kernel prediction network, is a UNet that reads cat(z_blur, z_t) and the timestep t
+  and predicts one k x k kernel per latent pixel and per latent channel (C * k * k output channels, not
+  normalised, so the kernels may sharpen, i.e. have negative taps). Two of them here: :class:`LKPN`, our
+  small two-level convolutional UNet, and :class:`AuthorsLKPN`, the authors' layout (a Stable-Diffusion-style
+  UNet that also attends to the text context).
 * EAC, element-wise adaptive convolution, applies those kernels to the blurred latent as a residual:
   z_s = z_blur + sum_{u,v} K[c, u, v, i, j] * z_blur[c, i + u - k//2, j + v - k//2]  (zero outside).
 * The ControlNet condition is cat(z_blur, z_s); since z_t gets sharper along the reverse process,
@@ -122,8 +124,11 @@ class LKPN(nn.Module):
         nn.init.zeros_(self.ending[-1].bias)
         self.multiple = 2**levels
 
-    def forward(self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """z_blur, z_t: (B, C, H, W) latents, any H, W; t: (B,) or scalar timestep. Returns (B, C*k*k, H, W)."""
+    def forward(
+        self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z_blur, z_t: (B, C, H, W) latents, any H, W; t: (B,) or scalar timestep; ``context`` (the text context)
+        is not used. Returns (B, C*k*k, H, W)."""
         t = torch.as_tensor(t, device=z_blur.device).reshape(-1).expand(z_blur.shape[0])
         temb = self.time_mlp(timestep_embedding(t, self.width).to(self.intro.weight.dtype))
         x, (h, w) = pad_to_multiple(torch.cat([z_blur, z_t], dim=1), self.multiple)
@@ -137,3 +142,58 @@ class LKPN(nn.Module):
         for up, dec, skip in zip(self.ups, self.decoders, reversed(skips)):
             y = dec(torch.cat([up(y), skip], dim=1), temb)
         return self.ending(y)[..., :h, :w]
+
+
+class AuthorsLKPN(nn.Module):
+    """The LKPN at the authors' layout: a Stable-Diffusion-style UNet (diffusers' ``UNet2DConditionModel``) on
+    cat(z_blur, z_t) with the timestep and cross-attention to the text context. Their ``model/lkpn.py``
+    (``LKPN.__init__``) builds it with 128 channels, multipliers [1, 2, 4, 4], 2 residual blocks per level,
+    attention (a linear-projection transformer of depth 1, 64 channels per head) at the first three
+    levels and in the middle, the text context of SD 2.1 (1024 wide), and an output convolution that
+    starts at zero (their ``model/unet.py``, ``UNetModel``: ``zero_module``), so a fresh one leaves
+    z_blur unchanged, as ours does.
+
+    ``width``: the channels of the first level (128 as the authors; a small one for tests);
+    ``context_dim``: the text context's width (the denoising UNet's ``cross_attention_dim``).
+    """
+
+    MULTIPLIERS = (1, 2, 4, 4)
+
+    @register_to_config
+    def __init__(self, latent_channels: int = 4, width: int = 128, kernel_size: int = 5, context_dim: int = 1024):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        from unblur.methods.sd_loading import require_diffusers
+
+        widths = tuple(width * m for m in self.MULTIPLIERS)
+        self.unet = require_diffusers().UNet2DConditionModel(
+            in_channels=2 * latent_channels,
+            out_channels=latent_channels * kernel_size**2,
+            block_out_channels=widths,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            layers_per_block=2,
+            cross_attention_dim=context_dim,
+            # diffusers' attention_head_dim is the number of heads here: 64 channels per head, as the authors
+            attention_head_dim=tuple(max(1, c // 64) for c in widths),
+            use_linear_projection=True,
+            norm_num_groups=math.gcd(32, width),
+        )
+        nn.init.zeros_(self.unet.conv_out.weight)
+        nn.init.zeros_(self.unet.conv_out.bias)
+        self.multiple = 2 ** (len(widths) - 1)
+
+    def forward(
+        self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """As :meth:`LKPN.forward`; ``context`` (B, tokens, context_dim): the text context the UNet attends to."""
+        if context is None:
+            raise ValueError("the authors' LKPN attends to the text context: pass context")
+        t = torch.as_tensor(t, device=z_blur.device).reshape(-1).expand(z_blur.shape[0])
+        x, (h, w) = pad_to_multiple(torch.cat([z_blur, z_t], dim=1), self.multiple)
+        return self.unet(x, t, context.expand(len(x), -1, -1)).sample[..., :h, :w]
+
+
+#: the LKPNs a DeblurDiff model may have (its ``lkpn`` setting)
+LKPNS = ("small", "authors")

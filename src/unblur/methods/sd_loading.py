@@ -7,11 +7,13 @@ has Stable Diffusion 2.x weights on disk points ``--sd PATH`` at its diffusers-f
     PATH/unet/{config.json, diffusion_pytorch_model.safetensors}
     PATH/vae/{config.json, diffusion_pytorch_model.safetensors}
     PATH/scheduler/scheduler_config.json
-    PATH/text_encoder/, PATH/tokenizer/   (optional: DeblurDiff uses the empty prompt)
+    PATH/text_encoder/, PATH/tokenizer/   (optional: DeblurDiff encodes its empty prompt with them once,
+                                          :func:`encode_empty_prompt`)
 
 Everything is read with ``local_files_only=True`` and the Hugging Face hub switched to
 offline mode first, so a missing file is a clear error naming it, never a download.
-Needs the optional extra ``unblur[diffusion]`` (the ``diffusers`` package).
+Needs the optional extra ``unblur[diffusion]`` (the ``diffusers`` package; ``transformers`` for the
+text encoder).
 """
 
 from __future__ import annotations
@@ -70,21 +72,62 @@ def check_folder(path: str | Path) -> Path:
     return path
 
 
+def _variant(folder: Path, full_names: tuple[str, ...]) -> dict:
+    """``{}`` when ``folder`` holds full-precision weights, else ask for the fp16 variant (SD repositories often
+    hold only that)."""
+    return {} if any((folder / name).is_file() for name in full_names) else {"variant": "fp16"}
+
+
 def load_sd(path: str | Path, device="cpu", dtype=None) -> LatentDiffusion:
     """UNet, VAE and noise schedule from a local diffusers-format folder (see the module docstring)."""
     path = check_folder(path)
     diffusers = require_diffusers()
     kwargs = {"local_files_only": True, **({"torch_dtype": dtype} if dtype is not None else {})}
 
-    def variant(part: str) -> dict:  # only the fp16 files present: ask diffusers for that variant
-        full = any((path / part / name).is_file() for name in WEIGHT_NAMES)
-        return {} if full else {"variant": "fp16"}
-
-    unet = diffusers.UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs, **variant("unet"))
-    vae = diffusers.AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs, **variant("vae"))
+    unet = diffusers.UNet2DConditionModel.from_pretrained(
+        path, subfolder="unet", **kwargs, **_variant(path / "unet", WEIGHT_NAMES)
+    )
+    vae = diffusers.AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs, **_variant(path / "vae", WEIGHT_NAMES))
     unet, vae = unet.to(device).eval(), vae.to(device).eval()
     try:
         schedule = NoiseSchedule.from_config(json.loads((path / REQUIRED["scheduler"][0]).read_text()))
     except ValueError as err:  # an unreadable or unsupported scheduler: one line naming the file
         raise SDFolderError(f"--sd {path}: {REQUIRED['scheduler'][0]}: {err}") from None
     return LatentDiffusion(unet, vae, schedule, float(getattr(vae.config, "scaling_factor", 0.18215)))
+
+
+TEXT_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+def has_text_encoder(path: str | Path) -> bool:
+    """Whether the folder has a tokenizer and a text encoder (their configs; the weights are checked on loading)."""
+    path = Path(path)
+    return (path / "text_encoder" / "config.json").is_file() and (path / "tokenizer").is_dir()
+
+
+def encode_empty_prompt(path: str | Path):
+    """The empty prompt as the folder's own tokenizer and text encoder encode it: "" padded to the tokenizer's
+    length (CLIP: the start and end tokens, then padding, 77 in all), through the text encoder, its last
+    hidden state (SD 2.x's diffusers folders hold the text encoder without its last layer, so this is the
+    penultimate layer, normalised, as SD 2.x conditions). Returns (1, tokens, width) float32 on the CPU.
+    Needs the ``transformers`` package."""
+    import torch
+
+    path = Path(path)
+    if not has_text_encoder(path):
+        raise SDFolderError(f"--sd {path}: missing text_encoder/config.json or tokenizer/ (the empty prompt's encoder)")
+    require_diffusers()  # the hub offline before transformers is imported
+    try:
+        import transformers
+    except ImportError:
+        raise SDFolderError(
+            "encoding the empty prompt with the SD folder's text encoder needs the transformers package: "
+            "pip install transformers (or set empty_prompt: zeros)"
+        ) from None
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    encoder = transformers.CLIPTextModel.from_pretrained(
+        path / "text_encoder", local_files_only=True, **_variant(path / "text_encoder", TEXT_WEIGHT_NAMES)
+    ).float().eval()
+    ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return encoder(ids).last_hidden_state.float()

@@ -7,13 +7,14 @@ API
 - ``GET /api/models`` -> ``{"models": [...], "default": name, "generative": [...], "speed": {name: class},
   "limits": {...}}`` (``generative``: the diffusion models, which take ``steps`` and ``seed``; ``speed``: "fast"
   or "slow (diffusion)", from each model file's metadata)
-- ``POST /api/deblur?model=NAME&name=FILE[&steps=N][&seed=S][&job=ID]`` with the raw image bytes as the body
+- ``POST /api/deblur?model=NAME&name=FILE[&steps=N][&seed=S][&samples=K&mean=1][&job=ID]`` with the raw image bytes
+  as the body (``samples``/``mean``, diffusion models only: the per-pixel mean of K draws, seeds S..S+K-1)
   -> 200 ``image/png`` (same width/height, 16-bit in -> 16-bit out), or a JSON
   ``{"error": "one line"}`` with 400 (bad image / bad model / bad job id), 409 (job id in use),
   413 (too large), 503 + ``Retry-After`` (busy), 504 (timed out).
 - ``GET /api/progress?job=ID`` -> ``{"done": d, "total": t, "state": s}`` for a request that sent ``job=ID``:
-  network passes done of ``total`` (the Restorer's tiles; one pass for a diffusion model; ``total`` 0 until
-  known), ``state`` one of queued, running, done, failed. 404 once it is forgotten (see :class:`Jobs`).
+  network passes done of ``total`` (the Restorer's tiles, or a diffusion model's sampling steps over all its
+  draws; ``total`` 0 until known), ``state`` one of queued, running, done, failed. 404 once it is forgotten (see :class:`Jobs`).
 - ``GET /api/health`` -> ``{"ok": true, "busy": n, "waiting": m}``
 
 Nothing the client sends is ever used as a path: uploads are decoded in memory.
@@ -39,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 
 STATIC = Path(__file__).parent / "static"
 MAX_STEPS = 200  # sampling steps one request may ask for: the cost grows with them
+MAX_SAMPLES = 16  # draws one request may average (each costs a full sampling run)
 
 
 @dataclass
@@ -153,6 +155,7 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
     from unblur.io import ImageError, decode_image, encode_png
     from unblur.methods import method_class
     from unblur.modelfile import read_model_meta
+    from unblur.restore import RunningStats
     from unblur.zoo import resolve
 
     limits = limits or Limits()
@@ -215,16 +218,18 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
         return b"".join(chunks)
 
     def sampling_options(request: Request, model: str) -> dict | str:
-        """``steps`` and ``seed`` from the query (for diffusion models only), or a one-line error."""
+        """``steps``, ``seed``, ``samples`` and ``mean`` from the query (for diffusion models only), or a one-line error."""
         options = {}
-        for key, low, high in (("steps", 1, MAX_STEPS), ("seed", 0, 2**31 - 1)):
+        for key, low, high in (("steps", 1, MAX_STEPS), ("seed", 0, 2**31 - 1), ("samples", 1, MAX_SAMPLES), ("mean", 0, 1)):
             raw = request.query_params.get(key, "")
             if raw:
                 if not raw.isdigit() or not low <= int(raw) <= high:
                     return f"{key} must be a whole number from {low} to {high}, got '{raw[:20]}'"
                 options[key] = int(raw)
         if options and model not in generative:
-            return f"steps and seed are options of diffusion models; '{model}' is deterministic"
+            return f"steps, seed, samples and mean are options of diffusion models; '{model}' is deterministic"
+        if options.get("samples", 1) > 1 and not options.get("mean"):
+            return "samples=K returns one image, the mean of the K draws: send mean=1 with it"
         return options
 
     def work(name: str, data: bytes, model: str, options: dict, job: Job) -> tuple[bytes, tuple[int, int]]:
@@ -233,8 +238,11 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
         # counts: tiles of a regression model, sampling steps of a diffusion model (the callbacks set the total)
         job.update(0, 1 if restorer.generative else restorer.tiles(rgb.shape[:2]))
         if restorer.generative:
-            seed = options.get("seed", restorer.seed)
-            result = restorer.sample(rgb, seed, steps=options.get("steps"), progress=job.update)[0]
+            stats = RunningStats()
+            seed, count = options.get("seed", restorer.seed), options.get("samples", 1)
+            for image, _ in restorer.draws(rgb, seed, count, steps=options.get("steps"), progress=job.update):
+                stats.add(image)
+            result = stats.mean
         else:
             result = restorer.restore(rgb, progress=job.update)
         job.update(job.total, job.total)

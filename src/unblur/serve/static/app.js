@@ -1,10 +1,11 @@
 // The unblur page: pick a photo, send its bytes to /api/deblur, show before/after.
-// While the server works, the progress bar follows /api/progress (network passes done of total).
+// While the server works, the progress bar follows /api/progress (network passes done of total: tiles, or a
+// diffusion model's sampling steps over all the samples it averages).
 "use strict";
 const $ = (id) => document.getElementById(id);
 let photo = null;
 let urls = [];
-let generative = []; // diffusion models: they take steps and a seed
+let generative = []; // diffusion models: they take steps, a seed and a number of samples to average
 
 function status(text, isError) {
   $("status").textContent = text;
@@ -50,8 +51,8 @@ function newJobId() {
 }
 
 // Ask the server how far job `job` is, every 250 ms, and show it on `bar` (indeterminate until the
-// number of passes is known). Returns a function that stops the polling.
-function followProgress(job, bar, started) {
+// number of passes is known; `unit`: what a pass is). Returns a function that stops the polling.
+function followProgress(job, bar, started, unit) {
   let stopped = false;
   let timer = null;
   const poll = async () => {
@@ -63,7 +64,7 @@ function followProgress(job, bar, started) {
         if (p.total > 0) {
           bar.max = p.total;
           bar.value = p.done;
-          status(p.total > 1 ? `Deblurring… ${p.done} of ${p.total} tiles, ${seconds} s` : `Deblurring… ${seconds} s`);
+          status(p.total > 1 ? `Deblurring… ${p.done} of ${p.total} ${unit}, ${seconds} s` : `Deblurring… ${seconds} s`);
         } else {
           status(p.state === "queued" ? `Waiting for the server… ${seconds} s` : `Deblurring… ${seconds} s`);
         }
@@ -85,9 +86,12 @@ function deblur() {
   const xhr = new XMLHttpRequest();
   const job = newJobId();
   const query = new URLSearchParams({ model: $("model").value, name: photo.name, job });
-  if (generative.includes($("model").value)) {
+  const diffusion = generative.includes($("model").value);
+  if (diffusion) {
     if ($("steps").value) query.set("steps", $("steps").value);
     query.set("seed", $("seed").value || "0");
+    const samples = parseInt($("samples").value || "1", 10);
+    if (samples > 1) { query.set("samples", String(samples)); query.set("mean", "1"); }
   }
   xhr.open("POST", `/api/deblur?${query}`);
   xhr.responseType = "blob";
@@ -98,7 +102,7 @@ function deblur() {
   };
   xhr.upload.onload = () => {
     bar.removeAttribute("value"); // indeterminate until the server says how many passes it makes
-    stopFollowing = followProgress(job, bar, started);
+    stopFollowing = followProgress(job, bar, started, diffusion ? "steps" : "tiles");
   };
   xhr.onloadend = async () => {
     stopFollowing();
