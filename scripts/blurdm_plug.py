@@ -8,7 +8,9 @@ for as many optimizer steps as take the CPU time the three BlurDM stages took to
 this script on one core (``probe``): equal compute, the baseline seeing more samples.
 
 Both arms log their validation PSNR (``train.val_every``) against steps and seconds: the learning curves.
-The finished models are scored with ``unblur bench`` on ``val_uniform`` and ``val_realistic``.
+The finished models are scored with ``unblur bench`` on ``val_uniform`` and ``val_realistic``; the curves are
+drawn in ``OUT/curves.png`` and everything is written to ``OUT/results.json``. Run again, the script resumes:
+finished stages, arms and benchmark images are not recomputed.
 
     OMP_NUM_THREADS=1 python scripts/blurdm_plug.py --config src/unblur/configs/blurdm/nafnet-plug.yaml --out docs/blurdm/plug
 """
@@ -24,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from unblur.bench.report import plot_curves
 from unblur.data.root import data_root
 from unblur.train.config import load_config
 from unblur.train.loop import train
@@ -126,6 +129,12 @@ def main() -> int:
     result = {"config": args.config, "costs": costs, "stage_steps": stage_steps, "baseline_steps": base_steps,
               "curves": curves, "scores": scores}
     (out / "results.json").write_text(json.dumps(result, indent=1))
+    plot_curves(
+        out / "curves.png",
+        {name: [(r["seconds"] / 60, r["val_psnr"]) for r in rows] for name, rows in curves.items()},
+        "CPU minutes (measured seconds per step x steps)",
+        "validation PSNR (dB)",
+    )
     print(json.dumps(scores, indent=1))
     return 0
 

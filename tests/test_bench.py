@@ -80,3 +80,14 @@ def test_blind_wiener_runs_without_a_kernel():
     assert not r.needs_kernel
     out = r.restore(sharp)
     assert out.shape == sharp.shape and out.dtype == np.float32
+
+
+def test_learning_curves_are_drawn(tmp_path):
+    from unblur.bench.report import COLOURS, plot_curves
+
+    path = tmp_path / "curves.png"
+    plot_curves(path, {"a": [(0, 24.5), (10, 24.9)], "b": [(5, 24.6), (20, 25.3)]}, "minutes", "PSNR (dB)")
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.shape == (420, 800, 3)
+    for colour in COLOURS[1:3]:  # both lines drawn, each in its own colour
+        assert (img == colour).all(axis=-1).sum() > 50

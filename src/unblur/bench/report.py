@@ -100,6 +100,38 @@ def plot_speed_quality(path: Path, summary: dict) -> None:
         img.save(tmp)
 
 
+def plot_curves(path: Path, curves: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str) -> None:
+    """Learning curves: one polyline of (x, y) points per name, linear axes, y ticks every 0.1 or 1 unit."""
+    points = [p for c in curves.values() for p in c]
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x_lo, x_hi = 0.0, max(xs) * 1.02
+    y_lo, y_hi = min(ys), max(ys)
+    tick = 0.1 if y_hi - y_lo < 2 else 1.0
+    y_lo, y_hi = np.floor(y_lo / tick) * tick - tick, np.ceil(y_hi / tick) * tick + tick
+    img = Image.new("RGB", (800, 420), "white")
+    d = ImageDraw.Draw(img)
+    box = (60, 30, 780, 370)
+
+    def xmap(v):
+        return box[0] + (v - x_lo) / (x_hi - x_lo) * (box[2] - box[0])
+
+    def ymap(v):
+        return box[3] - (v - y_lo) / (y_hi - y_lo) * (box[3] - box[1])
+
+    _axes(d, box, xlabel, ylabel, np.round(np.arange(y_lo, y_hi + tick / 2, tick), 2), ymap)
+    for v in np.linspace(x_lo, max(xs), 5):
+        d.text((xmap(v) - 12, box[3] + 6), f"{v:.0f}", fill=(0, 0, 0))
+    for k, (name, curve) in enumerate(curves.items()):
+        colour = COLOURS[(k + 1) % len(COLOURS)]
+        line = [(xmap(x), ymap(y)) for x, y in curve]
+        d.line(line, fill=colour, width=2)
+        for x, y in line:
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        d.text((box[0] + 20 + 220 * k, box[1] + 4), f"o {name}", fill=colour)
+    with atomic_write(path, suffix=".png") as tmp:
+        img.save(tmp)
+
+
 def passthrough_table(passthrough: dict) -> list[str]:
     """Markdown lines: how unchanged each model returns sharp photos (PSNR of its output against the photo)."""
     lines = [
