@@ -104,7 +104,8 @@ def test_each_task_alone_trains_the_unet_and_decoupler_and_its_loss_falls(task, 
         opt.step()
         losses.append(loss.item())
         terms.append(step_terms)
-    expected = {"deblur": {"deblur"}, "transfer": {"transfer", "consistency"}, "unpaired": {"consistency"}, "recon": {"recon"}}[task]
+    expected = {"deblur": {"deblur"}, "transfer": {"transfer", "consistency"}, "unpaired": {"consistency"}, "recon": {"recon"}}
+    expected = expected[task]
     assert set(terms[0]) == expected
     assert losses[-1] < 0.8 * losses[0], losses
     assert all(terms[-1][k] < terms[0][k] for k in expected), (terms[0], terms[-1])
@@ -444,3 +445,24 @@ def test_the_decoupled_config_trains_with_its_options(sharp_folder, tmp_path):
     assert model.w_paired_transfer == 0 and model.w_decouple == cfg["model"]["w_decouple"]
     _, terms = model.train().loss(*bd_batch(), generator=torch.Generator().manual_seed(0))
     assert set(terms) == {"deblur", "consistency", "recon", "decouple"}
+
+
+def test_the_token_diagnostic_reports_both_distances_per_model(sharp_folder, tmp_path, monkeypatch, capsys):
+    """scripts/bddiff_tokens.py on two model files: every distance of the issue's acceptance, printed and in the JSON."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from unblur.modelfile import save_model_file
+
+    files = [str(save_model_file(tmp_path / f"m{i}.safetensors", bd_model(w_decouple=i), "bd-diff-small")) for i in (0, 1)]
+    out = tmp_path / "tokens.json"
+    script = Path(__file__).parents[1] / "scripts" / "bddiff_tokens.py"
+    monkeypatch.setattr(sys, "argv", [str(script), *files, "--images", str(sharp_folder), "-n", "3", "--crop", "32", "--json", str(out)])
+    runpy.run_path(str(script), run_name="__main__")
+    results = json.loads(out.read_text())
+    assert list(results) == files and capsys.readouterr().out.count("structure map: one scene, two blurs") == 2
+    for figures in results.values():
+        assert {"blur: same blur, other photo", "blur: own sharp twin", "structure tokens: two scenes, one blur"} <= set(figures)
+        assert all(value > 0 for value in figures.values())
