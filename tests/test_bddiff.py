@@ -459,7 +459,8 @@ def test_the_token_diagnostic_reports_both_distances_per_model(sharp_folder, tmp
     files = [str(save_model_file(tmp_path / f"m{i}.safetensors", bd_model(w_decouple=i), "bd-diff-small")) for i in (0, 1)]
     out = tmp_path / "tokens.json"
     script = Path(__file__).parents[1] / "scripts" / "bddiff_tokens.py"
-    monkeypatch.setattr(sys, "argv", [str(script), *files, "--images", str(sharp_folder), "-n", "3", "--crop", "32", "--json", str(out)])
+    argv = [str(script), *files, "--images", str(sharp_folder), "-n", "3", "--crop", "32", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(script), run_name="__main__")
     results = json.loads(out.read_text())
     assert list(results) == files and capsys.readouterr().out.count("structure map: one scene, two blurs") == 2
