@@ -326,15 +326,15 @@ class BDDiff(LatentMethod):
         """
         w, d = self.weights, self.decoupler
         z_blur, z_sharp = self.encode(blurred), self.encode(sharp)
-        unpaired = target is not None and w["transfer"] and self.w_consistency
+        paired, unpaired = w["transfer"] and self.w_paired_transfer, target is not None and w["transfer"] and self.w_consistency
         uses_target = target is not None and (w["recon"] or unpaired)
         z_target = self.encode(target) if uses_target else None
         r_blur, r_target = d.read(z_blur), (d.read(z_target) if uses_target else None)
-        r_sharp = d.read(z_sharp) if w["transfer"] or self.w_decouple else None
+        r_sharp = d.read(z_sharp) if paired or unpaired or self.w_decouple else None
         tasks = {}
         if w["deblur"]:
             tasks["deblur"] = (z_sharp, r_blur.structure_map, d.condition(r_blur.structure, d.sharp_blur(len(z_blur))))
-        if w["transfer"] and self.w_paired_transfer:
+        if paired:
             tasks["transfer"] = (z_blur, r_sharp.structure_map, d.condition(r_sharp.structure, r_blur.blur))
         if w["recon"]:
             z, maps, ctx = z_blur, r_blur.structure_map, d.condition(r_blur.structure, r_blur.blur)
