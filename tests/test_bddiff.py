@@ -43,7 +43,7 @@ def test_the_tokens_read_the_image():
     net = BlurDecoupler(**TINY)
     a, b = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
     assert not torch.allclose(net.read(a).structure, net.read(b).structure)
-    net.blur(a).sum().backward()
+    net.blur(a).square().sum().backward()  # squared: a plain sum of LayerNorm outputs has no gradient but rounding
     assert net.encoder.patch.weight.grad.abs().sum() > 0 and net.structure_former.queries.grad is None
     net.zero_grad()
     net.read(a).structure_map.sum().backward()  # the map is made from the shared features
@@ -86,6 +86,7 @@ def bd_batch(size: int = 16):
     [
         ("deblur", {"w_deblur": 1.0, "w_transfer": 0.0, "w_recon": 0.0}),
         ("transfer", {"w_deblur": 0.0, "w_transfer": 1.0, "w_recon": 0.0, "w_consistency": 1.0}),
+        ("unpaired", {"w_deblur": 0.0, "w_transfer": 1.0, "w_recon": 0.0, "w_consistency": 1.0, "w_paired_transfer": 0.0}),
         ("recon", {"w_deblur": 0.0, "w_transfer": 0.0, "w_recon": 1.0}),
     ],
 )
@@ -103,7 +104,8 @@ def test_each_task_alone_trains_the_unet_and_decoupler_and_its_loss_falls(task, 
         opt.step()
         losses.append(loss.item())
         terms.append(step_terms)
-    expected = {"deblur": {"deblur"}, "transfer": {"transfer", "consistency"}, "recon": {"recon"}}[task]
+    expected = {"deblur": {"deblur"}, "transfer": {"transfer", "consistency"}, "unpaired": {"consistency"}, "recon": {"recon"}}
+    expected = expected[task]
     assert set(terms[0]) == expected
     assert losses[-1] < 0.8 * losses[0], losses
     assert all(terms[-1][k] < terms[0][k] for k in expected), (terms[0], terms[-1])
@@ -122,12 +124,73 @@ def test_the_tasks_are_summed_with_their_weights_and_target_is_optional():
         t["deblur"] + 0.5 * (t["transfer"] + 0.1 * t["consistency"]) + 0.25 * t["recon"], rel=1e-5
     )
     assert set(net.loss(blurred, sharp, generator=torch.Generator().manual_seed(1))[1]) == {"deblur", "transfer", "recon"}
+    # the options: the supervised transfer term weighed inside task 2, the decoupling regulariser beside the tasks
+    net = bd_model(w_deblur=1.0, w_transfer=0.5, w_recon=0.25, w_consistency=0.1, w_paired_transfer=0.2, w_decouple=0.3)
+    loss, t = net.loss(blurred, sharp, target, generator=torch.Generator().manual_seed(1))
+    expected = t["deblur"] + 0.5 * (0.2 * t["transfer"] + 0.1 * t["consistency"]) + 0.25 * t["recon"] + 0.3 * t["decouple"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5) and 0 < t["decouple"] < 3
+    unpaired = bd_model(w_deblur=0.0, w_transfer=1.0, w_recon=0.0, w_paired_transfer=0.0)
+    with pytest.raises(ValueError, match="needs data.target"):  # task 2 without pairs has nothing to learn from
+        unpaired.loss(blurred, sharp)
+    with pytest.raises(ValueError, match="w_paired_transfer or w_consistency"):
+        bd_model(w_paired_transfer=0.0, w_consistency=0.0)
     # the method contract: training_loss takes the engine's batch (noise from the global generator), terms included
     batch = {"blurred": blurred, "sharp": sharp, "target": target}
     torch.manual_seed(5)
     a, terms = net.training_loss(batch, image_loss=None)
     torch.manual_seed(5)
     assert torch.equal(a, net.training_loss(batch, image_loss=None)[0]) and set(terms) == set(t)
+
+
+def test_separation_asks_for_nearer_than_and_ignores_scale():
+    from unblur.methods.bddiff import separation
+
+    a, n = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+    p = a + 0.1 * torch.randn(3, 5, 4)
+    assert separation(a, a, n) == 0 and separation(a, n, n) == pytest.approx(0.5) and separation(a, p, n) < 0.1
+    assert separation(10 * a, 10 * p, 10 * n) == pytest.approx(separation(a, p, n).item(), rel=1e-5)  # shrinking gains nothing
+    assert separation(a, n, p) > 0.9
+
+
+def test_shake_kernels_are_the_presets_and_follow_the_seed():
+    from unblur.methods.bddiff import shake_kernels
+
+    k = shake_kernels(3, torch.Generator().manual_seed(2))
+    assert k.shape == (3, 25, 25) and torch.allclose(k.sum((1, 2)), torch.ones(3)) and k.min() >= 0
+    assert torch.equal(k, shake_kernels(3, torch.Generator().manual_seed(2)))
+    assert not torch.equal(k, shake_kernels(3, torch.Generator().manual_seed(3))) and not torch.equal(k[0], k[1])
+
+
+def test_the_decoupling_regulariser_teaches_the_decoupler_blur_from_scene():
+    """Trained on the regulariser alone, the decoupler's structure (map and tokens) of a re-blurred scene ends
+    nearer the same scene's other blurs than another scene under the same blur, and its blur tokens nearer the
+    other scene with the same blur than the same scene's other blurs: the two distances the diagnostic reports."""
+    from unblur.methods.bddiff import separation, stack
+
+    net = bd_model(w_decouple=1.0).train()
+    gen = torch.Generator().manual_seed(5)
+    sharp = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 32, 32, generator=gen), 3, 1, 1)  # textures, not noise
+    blurred = torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False)
+    opt = torch.optim.Adam(net.decoupler.parameters(), lr=3e-3)
+    d = net.decoupler
+    values = []
+    for _ in range(30):
+        r_blur, r_sharp = d.read(net.encode(blurred)), d.read(net.encode(sharp))
+        value = net.decoupling(sharp, r_blur, r_sharp, torch.Generator().manual_seed(0))  # the same kernels each step
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        values.append(value.item())
+    assert values[-1] < 0.5 * values[0], values
+    assert net.unet.conv_in.weight.grad is None  # it reads the decoupler only
+    with torch.no_grad():  # the views of the last step, read again: each separation below 1/2 means "nearer"
+        v, w = net.reblurred(sharp, torch.Generator().manual_seed(0))
+        scene, v, w = stack(d.read(net.encode(blurred)), d.read(net.encode(sharp))), stack(v, v), stack(w, w)
+        assert separation(v.structure_map, scene.structure_map, w.structure_map) < 0.5
+        assert separation(v.structure, scene.structure, w.structure) < 0.5
+        assert separation(v.blur, w.blur, scene.blur) < 0.5
+    with pytest.raises(ValueError, match="at least 2"):
+        net.decoupling(sharp[:1], r_blur, r_sharp)
 
 
 def test_the_unet_reads_the_structure_map_and_the_tokens():
@@ -162,6 +225,24 @@ def test_deblurring_is_deterministic_for_a_seed_and_any_size():
     assert a.shape == blurred.shape and torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(net(blurred), net(blurred)) and net(blurred).shape == blurred.shape  # validation: seed 0
     assert torch.equal(net(blurred), net.sample(blurred, 2, torch.Generator().manual_seed(0)))  # val_steps = 2
+
+
+def test_anchored_sampling_starts_from_the_blurred_latent():
+    """--strength through the shared latent code: strength 1 is sampling from noise; below 1 another result, the
+    same for a seed; ``strength`` in the config is the default; BD-Diff has no z_s to start from."""
+    net = bd_model().eval()
+    blurred = bd_batch()[0]
+
+    def sample(model, **anchoring):
+        return model.sample(blurred, 4, torch.Generator().manual_seed(7), **anchoring)
+
+    plain, anchored = sample(net), sample(net, strength=0.5)
+    assert torch.equal(plain, sample(net, strength=1.0)) and not torch.equal(plain, anchored)
+    assert torch.equal(anchored, sample(net, strength=0.5, start="blurred"))
+    anchored_model = bd_model(strength=0.5).eval()
+    assert anchored_model.config["strength"] == 0.5 and torch.equal(sample(anchored_model), anchored)
+    with pytest.raises(ValueError, match="start must be one of blurred"):
+        sample(net, strength=0.5, start="zs")
 
 
 def test_large_images_are_denoised_in_latent_tiles_each_with_its_own_tokens():
@@ -339,3 +420,50 @@ def test_the_bundled_model_renders_the_scene_and_transfers_through_the_cli(tmp_p
     assert main([*transfer, "--model", "bd-diff-small", "--steps", "5", "-o", str(tmp_path / "t.png")]) == 0
     assert read_image(tmp_path / "t.png")[0].shape == sharp.shape
     assert main([*args, "-o", str(tmp_path / "k"), "--save-kernels"]) == 2  # BD-Diff predicts no kernels
+
+
+def test_the_decoupled_config_trains_with_its_options(sharp_folder, tmp_path):
+    """The retraining config (src/unblur/configs/bddiff/decoupled.yaml), shrunk to a tiny model and two steps: task 2
+    is unpaired only, the decoupling regulariser is on, and every term reaches the log."""
+    pytest.importorskip("diffusers")
+    from pathlib import Path
+
+    from unblur.modelfile import load_model_file
+    from unblur.train.config import load_config
+    from unblur.train.loop import train
+
+    path = Path(__file__).parents[1] / "src" / "unblur" / "configs" / "bddiff" / "decoupled.yaml"
+    cfg = load_config(path)
+    assert cfg["model"]["w_paired_transfer"] == 0 and cfg["model"]["w_decouple"] > 0 and cfg["model"]["w_consistency"] > 0
+    target = blurred_folder(tmp_path / "target", [(40, 48), (30, 30)])
+    tiny = [f"model.{k}={v}" for k, v in BD_TINY.items()] + ["model.vae=", f"data.train={sharp_folder}", "data.val="]
+    run = [f"data.target={target}", "data.crop=16", "data.batch=2", "data.workers=0", "optim.steps=2", "optim.warmup=1"]
+    cfg = load_config(path, [*tiny, *run, "train.device=cpu", "train.tensorboard=false", "train.log_every=1"])
+    summary = train(cfg, tmp_path / "run", quiet=True)
+    assert len(summary["losses"]) == 2 and all(torch.isfinite(torch.tensor(summary["losses"])))
+    model, _ = load_model_file(tmp_path / "run" / "last.safetensors")
+    assert model.w_paired_transfer == 0 and model.w_decouple == cfg["model"]["w_decouple"]
+    _, terms = model.train().loss(*bd_batch(), generator=torch.Generator().manual_seed(0))
+    assert set(terms) == {"deblur", "consistency", "recon", "decouple"}
+
+
+def test_the_token_diagnostic_reports_both_distances_per_model(sharp_folder, tmp_path, monkeypatch, capsys):
+    """scripts/bddiff_tokens.py on two model files: every distance of the issue's acceptance, printed and in the JSON."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from unblur.modelfile import save_model_file
+
+    files = [str(save_model_file(tmp_path / f"m{i}.safetensors", bd_model(w_decouple=i), "bd-diff-small")) for i in (0, 1)]
+    out = tmp_path / "tokens.json"
+    script = Path(__file__).parents[1] / "scripts" / "bddiff_tokens.py"
+    argv = [str(script), *files, "--images", str(sharp_folder), "-n", "3", "--crop", "32", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    results = json.loads(out.read_text())
+    assert list(results) == files and capsys.readouterr().out.count("structure map: one scene, two blurs") == 2
+    for figures in results.values():
+        assert {"blur: same blur, other photo", "blur: own sharp twin", "structure tokens: two scenes, one blur"} <= set(figures)
+        assert all(value > 0 for value in figures.values())

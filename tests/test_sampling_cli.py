@@ -16,13 +16,16 @@ from unblur.restore import UNCERTAINTY_WHITE, RunningStats, make_restorer, split
 SMALL = ["--model", "deblurdiff-small", "--steps", "2", "-q"]
 
 
-def test_mean_and_uncertainty_of_k_draws(photo, tmp_path):
+@pytest.mark.parametrize("model", ["deblurdiff-small", "bd-diff-small"])
+def test_mean_and_uncertainty_of_k_draws(photo, tmp_path, model):
     """--samples 3 --mean writes NAME.png, the per-pixel mean of the three draws (seeds S..S+2), and --uncertainty
-    NAME-uncertainty.png, their standard deviation as grey (white = 0.1); nothing else."""
-    assert main(["deblur", str(photo), "-o", str(tmp_path / "each"), *SMALL, "--samples", "3", "--seed", "4"]) == 0
+    NAME-uncertainty.png, their standard deviation as grey (white = 0.1); nothing else. The same for both
+    diffusion methods: the draws come from the shared latent code."""
+    small = ["--model", model, "--steps", "2", "-q"]
+    assert main(["deblur", str(photo), "-o", str(tmp_path / "each"), *small, "--samples", "3", "--seed", "4"]) == 0
     draws = np.stack([read_image(tmp_path / "each" / f"{photo.stem}-{k}.png")[0] for k in (1, 2, 3)]).astype(np.float64)
     out = tmp_path / "mean"
-    assert main(["deblur", str(photo), "-o", str(out), *SMALL, "--samples", "3", "--seed", "4", "--mean", "--uncertainty"]) == 0
+    assert main(["deblur", str(photo), "-o", str(out), *small, "--samples", "3", "--seed", "4", "--mean", "--uncertainty"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"{photo.stem}-uncertainty.png", f"{photo.stem}.png"]
     mean, _ = read_image(out / f"{photo.stem}.png")
     assert mean.shape == draws.shape[1:] and np.abs(mean - draws.mean(0)).max() <= 1.5 / 255  # the draws were rounded to 8 bits
@@ -31,11 +34,11 @@ def test_mean_and_uncertainty_of_k_draws(photo, tmp_path):
     expected = np.clip(np.sqrt((draws.std(0, ddof=1) ** 2).mean(2)) / UNCERTAINTY_WHITE, 0, 1)
     assert np.abs(picture[..., 0] - expected).mean() < 0.02 and picture.max() > 0.05
     # the same again is refused without --overwrite, accepted with it
-    args = ["deblur", str(photo), "-o", str(out), *SMALL, "--samples", "3", "--seed", "4", "--mean"]
+    args = ["deblur", str(photo), "-o", str(out), *small, "--samples", "3", "--seed", "4", "--mean"]
     assert main(args) == 1 and main([*args, "--overwrite"]) == 0
     # uncertainty beside the K draws themselves
     both = tmp_path / "both"
-    assert main(["deblur", str(photo), "-o", str(both), *SMALL, "--samples", "2", "--uncertainty"]) == 0
+    assert main(["deblur", str(photo), "-o", str(both), *small, "--samples", "2", "--uncertainty"]) == 0
     assert sorted(p.name for p in both.iterdir()) == [f"{photo.stem}-{k}.png" for k in (1, 2)] + [f"{photo.stem}-uncertainty.png"]
 
 

@@ -28,10 +28,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unblur.blur.synth import UniformKernelBlur
 from unblur.methods.base import Callback
 from unblur.methods.latent import LatentMethod
 from unblur.nn.configurable import register_to_config
@@ -162,6 +164,39 @@ class BlurDecoupler(nn.Module):
         return torch.cat([structure, blur], dim=1)
 
 
+#: the re-blurs of the decoupling regulariser: the source domain's camera-shake kernels (9-25 px), no noise
+SHAKE = UniformKernelBlur()
+
+
+def shake_kernels(count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``count`` camera-shake kernels (count, 25, 25), each summing to 1, drawn as the ``uniform-kernel`` preset
+    draws them, from a numpy generator seeded by ``generator`` (the global one when None: the engine seeds
+    and checkpoints it, so a resumed run draws the same kernels)."""
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    return torch.from_numpy(np.stack([SHAKE.sample(rng)["kernel"] for _ in range(count)]))
+
+
+def separation(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """d(a, p) / (d(a, p) + d(a, n)), d the mean squared difference over the batch (tensors of one shape, any):
+    0 when the positive coincides with the anchor, 1/2 when it is no nearer than the negative, 1 at worst.
+    It asks for "nearer than", the comparison the decoupling diagnostic makes, and scaling all three by
+    one factor leaves it unchanged, so shrinking the features towards a point (which lowers a plain
+    distance) gains nothing."""
+    near, far = F.mse_loss(anchor.float(), positive.float()), F.mse_loss(anchor.float(), negative.float())
+    return near / (near + far + eps)
+
+
+def stack(*readings: Reading) -> Reading:
+    """Several :class:`Reading` s as one, batch after batch."""
+    return Reading(*(torch.cat(fields) for fields in zip(*readings)))
+
+
+def halves(reading: Reading) -> tuple[Reading, Reading]:
+    """A :class:`Reading` of a batch of 2B split into the readings of its two halves."""
+    first, second = zip(*(part.chunk(2) for part in reading))
+    return Reading(*first), Reading(*second)
+
+
 class BDDiff(LatentMethod):
     """BD-Diff on our small latent diffusion model (``arch: bd-diff-small``): the generator renders a latent
     from a :class:`Reading`'s structure (the map at the UNet's input, the tokens in its cross-attention)
@@ -174,6 +209,12 @@ class BDDiff(LatentMethod):
     The method contract: ``training_loss`` is the weighted sum of the three task losses (:meth:`loss`) with
     each task's term for the log; :meth:`sample` deblurs (B, 3, H, W) in [0, 1], any size; :meth:`transfer`
     renders one image with another's blur; ``data.target`` crops reach the loss as ``batch["target"]``.
+
+    Options added after ``bd-diff-small`` was trained (their defaults rebuild and train it as it was):
+    ``w_paired_transfer`` weighs task 2's supervised term inside the task (0: task 2 is the unpaired
+    consistency alone, as in the paper); ``w_decouple`` weighs the decoupling regulariser
+    (:meth:`decoupling`); ``strength`` is where sampling starts by default (1: pure noise; below 1:
+    anchored in the blurred latent, :meth:`~unblur.methods.latent.LatentMethod.render`).
     """
 
     transfers_blur = True
@@ -202,6 +243,9 @@ class BDDiff(LatentMethod):
         latent_scale: float | None = None,
         vae: str | None = None,
         sampler: str = "ddim",
+        w_paired_transfer: float = 1.0,
+        w_decouple: float = 0.0,
+        strength: float = 1.0,
     ):
         from unblur.methods.small_sd import build_small_sd, load_trained_vae
 
@@ -219,17 +263,20 @@ class BDDiff(LatentMethod):
             vae=trained_vae,
             condition_channels=latent_channels,
         )
-        super().__init__(sd, latent_scale, val_steps, sampler)
+        super().__init__(sd, latent_scale, val_steps, sampler, strength=strength)
         self.decoupler = BlurDecoupler(
             latent_channels, token_width, patch, structure_queries, blur_queries, qformer_layers, qformer_heads
         )
         self.weights = {"deblur": w_deblur, "transfer": w_transfer, "recon": w_recon}
         if not any(self.weights.values()):
             raise ValueError("BD-Diff: every task weight is 0")
+        if w_transfer and not (w_paired_transfer or w_consistency):
+            raise ValueError("BD-Diff: task 2 (w_transfer) needs w_paired_transfer or w_consistency")
         # parts no task uses are frozen: data-parallel training needs a gradient for every trained weight
         self.decoupler.sharp_tokens.requires_grad_(bool(w_deblur))
-        self.decoupler.blur_former.requires_grad_(bool(w_transfer or w_recon))
+        self.decoupler.blur_former.requires_grad_(bool(w_transfer or w_recon or w_decouple))
         self.w_consistency, self.consistency_t_max = w_consistency, consistency_t_max
+        self.w_paired_transfer, self.w_decouple = w_paired_transfer, w_decouple
 
     def generate(self, z_t: torch.Tensor, t: torch.Tensor, structure_map: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The UNet's prediction (noise or v) for z_t (B, C, h, w) at timesteps t (B,), given the structure map
@@ -266,25 +313,28 @@ class BDDiff(LatentMethod):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The three tasks' weighted loss on synthetic pairs (B, 3, H, W) in [0, 1] and, optionally, unpaired
-        blurred images ``target`` (B_t, 3, H, W) of the target domain. Tasks with weight 0 are skipped.
+        blurred images ``target`` (B_t, 3, H, W) of the target domain. Terms with weight 0 are skipped.
         "structure(z)" below is z's structure map and tokens.
 
         1. deblur: structure(z_blur) + sharp tokens -> z_sharp;
-        2. transfer: structure(z_sharp) + blur(z_blur) -> z_blur (supervised: the synthesizer made z_blur),
-           plus ``w_consistency`` x :meth:`unpaired_consistency` with the blur of ``target`` when given;
-        3. recon: structure(z) + blur(z) -> z for the blurred images (and the target's).
+        2. transfer: ``w_paired_transfer`` x the supervised term, structure(z_sharp) + blur(z_blur) -> z_blur
+           (the synthesizer made z_blur), plus ``w_consistency`` x :meth:`unpaired_consistency` with the blur
+           of ``target`` when given (the paper's unsupervised task);
+        3. recon: structure(z) + blur(z) -> z for the blurred images (and the target's);
+        and ``w_decouple`` x :meth:`decoupling`.
         Returns (the weighted sum, every term as a float).
         """
         w, d = self.weights, self.decoupler
         z_blur, z_sharp = self.encode(blurred), self.encode(sharp)
-        uses_target = target is not None and (w["recon"] or (w["transfer"] and self.w_consistency))
+        paired, unpaired = w["transfer"] and self.w_paired_transfer, target is not None and w["transfer"] and self.w_consistency
+        uses_target = target is not None and (w["recon"] or unpaired)
         z_target = self.encode(target) if uses_target else None
         r_blur, r_target = d.read(z_blur), (d.read(z_target) if uses_target else None)
+        r_sharp = d.read(z_sharp) if paired or unpaired or self.w_decouple else None
         tasks = {}
         if w["deblur"]:
             tasks["deblur"] = (z_sharp, r_blur.structure_map, d.condition(r_blur.structure, d.sharp_blur(len(z_blur))))
-        if w["transfer"]:
-            r_sharp = d.read(z_sharp)
+        if paired:
             tasks["transfer"] = (z_blur, r_sharp.structure_map, d.condition(r_sharp.structure, r_blur.blur))
         if w["recon"]:
             z, maps, ctx = z_blur, r_blur.structure_map, d.condition(r_blur.structure, r_blur.blur)
@@ -292,13 +342,50 @@ class BDDiff(LatentMethod):
                 z, maps = torch.cat([z, z_target]), torch.cat([maps, r_target.structure_map])
                 ctx = torch.cat([ctx, d.condition(r_target.structure, r_target.blur)])
             tasks["recon"] = (z, maps, ctx)
-        terms = self.diffusion_losses(tasks, generator)
-        total = sum(w[name] * value for name, value in terms.items())
-        if z_target is not None and w["transfer"] and self.w_consistency:
+        terms = self.diffusion_losses(tasks, generator) if tasks else {}
+        if unpaired:
             b_target = r_target.blur[torch.arange(len(z_blur)) % len(z_target)]  # target i mod B_t for source i
             terms["consistency"] = self.unpaired_consistency(z_blur, r_sharp, b_target, generator)
-            total = total + w["transfer"] * self.w_consistency * terms["consistency"]
+        if self.w_decouple:
+            terms["decouple"] = self.decoupling(sharp, r_blur, r_sharp, generator)
+        if not terms:
+            raise ValueError("BD-Diff: nothing to learn from this batch (task 2 alone, unpaired, needs data.target)")
+        weights = {
+            **w,
+            "transfer": w["transfer"] * self.w_paired_transfer,
+            "consistency": w["transfer"] * self.w_consistency,
+            "decouple": self.w_decouple,
+        }
+        total = sum(weights[name] * value for name, value in terms.items())
         return total, dict(zip(terms, torch.stack(list(terms.values())).detach().tolist()))
+
+    def decoupling(self, sharp: torch.Tensor, r_blur: Reading, r_sharp: Reading, generator=None) -> torch.Tensor:
+        """Our decoupling regulariser (``w_decouple``): the structure path must not carry blur, the blur tokens
+        must not carry the scene. For each scene i of ``sharp`` (B >= 2 images (B, 3, H, W) in [0, 1]) four
+        views: A, the pair's blurred image (``r_blur``); S, the sharp image itself (``r_sharp``); V, the sharp image
+        re-blurred by a random camera-shake kernel k_i (:func:`shake_kernels`); W, the next scene i + 1
+        blurred by the same k_i. Returns the sum of :func:`separation` terms (each in [0, 1]):
+
+        - structure map and structure tokens: V nearer A and S (one scene, other blurs) than W (one blur,
+          another scene);
+        - blur tokens: V nearer W (the same blur) than A and S (the same scene, other blurs).
+        """
+        v, w = self.reblurred(sharp, generator)
+        scene, v, w = stack(r_blur, r_sharp), stack(v, v), stack(w, w)  # V against A and S, W against W
+        return (
+            separation(v.structure_map, scene.structure_map, w.structure_map)
+            + separation(v.structure, scene.structure, w.structure)
+            + separation(v.blur, w.blur, scene.blur)
+        )
+
+    def reblurred(self, sharp: torch.Tensor, generator: torch.Generator | None = None) -> tuple[Reading, Reading]:
+        """The decoupler's readings of two re-blurs of ``sharp`` (B, 3, H, W) in [0, 1], B >= 2 (:meth:`decoupling`,
+        ``scripts/bddiff_tokens.py``): V, each scene i blurred by its own random camera-shake kernel k_i
+        (:func:`shake_kernels`, in linear light, no noise), and W, the next scene i + 1 (cyclically) by the same k_i."""
+        if len(sharp) < 2:
+            raise ValueError("re-blurs compare scenes: they need batches of at least 2")
+        kernels = shake_kernels(len(sharp), generator).to(sharp.device).repeat(2, 1, 1)
+        return halves(self.decoupler.read(self.encode(SHAKE.expose(torch.cat([sharp, sharp.roll(-1, 0)]), kernels))))
 
     def training_loss(self, batch: dict[str, torch.Tensor], image_loss) -> tuple[torch.Tensor, dict[str, float]]:
         """:meth:`loss` (``image_loss`` is not used: every term lives in the latent space), noise from the global
