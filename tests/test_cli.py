@@ -86,7 +86,7 @@ def test_usage_errors_are_one_line(photo, tmp_path, args, message):
 
 def test_models_lists_the_default():
     r = unblur("models")
-    assert r.returncode == 0 and "nafnet-small (default)" in r.stdout and "missing" not in r.stdout
+    assert r.returncode == 0 and "nafnet-real-world (default)" in r.stdout and "missing" not in r.stdout
 
 
 def test_demo_writes_comparison(tmp_path):

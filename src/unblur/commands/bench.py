@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     b.add_argument("--data", required=True, metavar="DIR", help="folder with blur/, sharp/ and optionally kernel/")
     b.add_argument(
         "--models",
-        default="identity,nafnet-small",
+        default="identity,nafnet-real-world",
         help="comma-separated names (see `unblur models`); identity is always included; "
         "NAME@N runs a diffusion model with N sampling steps (e.g. deblurdiff-small@5,deblurdiff-small@20), "
         "NAME@NsS with anchored sampling at strength S, NAME@NsS-START from START (zs or blurred; "
