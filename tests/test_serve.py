@@ -77,7 +77,7 @@ def test_progress_follows_the_tiles_to_the_end():
             else:  # before the server has the upload, the job is not known yet
                 assert r.status_code == 404 and "no job 'job-1_a'" in r.json()["error"]
         post.join()
-        assert result["r"].status_code == 200
+        assert result["r"].status_code == 200 and result["r"].headers["X-Passes"] == str(total)
         final = httpx.get(f"{url}/api/progress", params={"job": "job-1_a"}).json()
         assert final == {"done": total, "total": total, "state": "done"}
         running = [p for p in seen if p["total"]]
@@ -85,7 +85,7 @@ def test_progress_follows_the_tiles_to_the_end():
         assert [p["done"] for p in running] == sorted(p["done"] for p in running), seen
         # the same id may be used again once its job has finished
         again = httpx.post(f"{url}/api/deblur", params={"name": "b.jpg", "job": "job-1_a"}, content=jpeg(40, 50), timeout=120)
-        assert again.status_code == 200
+        assert again.status_code == 200 and again.headers["X-Passes"] == "1"
         assert httpx.get(f"{url}/api/progress", params={"job": "job-1_a"}).json() == {"done": 1, "total": 1, "state": "done"}
 
 

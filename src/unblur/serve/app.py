@@ -9,7 +9,8 @@ API
   or "slow (diffusion)", from each model file's metadata)
 - ``POST /api/deblur?model=NAME&name=FILE[&steps=N][&seed=S][&samples=K&mean=1][&job=ID]`` with the raw image bytes
   as the body (``samples``/``mean``, diffusion models only: the per-pixel mean of K draws, seeds S..S+K-1)
-  -> 200 ``image/png`` (same width/height, 16-bit in -> 16-bit out), or a JSON
+  -> 200 ``image/png`` (same width/height, 16-bit in -> 16-bit out; headers ``X-Image-Size``, ``X-Seconds`` and
+  ``X-Passes``, the network passes the job made, so a client that never saw a progress poll can show the total), or a JSON
   ``{"error": "one line"}`` with 400 (bad image / bad model / bad job id), 409 (job id in use),
   413 (too large), 503 + ``Retry-After`` (busy), 504 (timed out).
 - ``GET /api/progress?job=ID`` -> ``{"done": d, "total": t, "state": s}`` for a request that sent ``job=ID``:
@@ -312,6 +313,7 @@ def create_app(models: list[str], limits: Limits | None = None, device: str = "a
                 "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(download)}",
                 "X-Image-Size": f"{w}x{h}",
                 "X-Seconds": f"{time.monotonic() - start:.2f}",
+                "X-Passes": str(job.total),
                 "Cache-Control": "no-store",
             },
         )

@@ -58,8 +58,9 @@ function followProgress(job, bar, started, unit) {
   const poll = async () => {
     try {
       const res = await fetch(`/api/progress?job=${job}`, { cache: "no-store" });
-      if (res.ok && !stopped) {
-        const p = await res.json();
+      const p = res.ok ? await res.json() : null;
+      // a poll still in flight when the job ended must not overwrite the finished bar and status
+      if (p && !stopped) {
         const seconds = ((Date.now() - started) / 1000).toFixed(0);
         if (p.total > 0) {
           bar.max = p.total;
@@ -122,7 +123,10 @@ function deblur() {
     link.href = urls[1];
     link.download = photo.name.replace(/\.[^.]*$/, "") + "-unblurred.png";
     $("size").textContent = xhr.getResponseHeader("X-Image-Size") || "";
-    bar.value = bar.max; // finished: a full bar
+    // finished: a full bar of the passes the server made (a fast job can end before any poll saw its total)
+    const passes = parseInt(xhr.getResponseHeader("X-Passes") || "0", 10);
+    if (passes > 0) bar.max = passes;
+    bar.value = bar.max;
     $("result").hidden = false;
     setSlider($("slider").value);
     status(`Done in ${xhr.getResponseHeader("X-Seconds")} s`);
