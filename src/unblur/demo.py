@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from unblur.io import ImageError, read_image, write_image
 from unblur.metrics import psnr
+from unblur.zoo import DEFAULT
 
 SAMPLES = Path(__file__).parent / "assets" / "samples"
 
@@ -70,7 +71,7 @@ def run_demo(out: Path, model=None, device: str = "auto", overwrite: bool = Fals
         rows.append([(blurred, f"blurred {before:.2f} dB"), (restored, f"deblurred {after:.2f} dB"), (sharp, "sharp")])
     write_image(out / "comparison.png", comparison(rows), overwrite=overwrite)
     print(
-        f"mean gain {np.mean(gains):+.2f} dB with model {restorer.meta.get('arch')} "
-        f"({model or 'default'}); results and comparison.png in {out}"
+        f"mean gain {np.mean(gains):+.2f} dB with model {model or DEFAULT + ' (the default)'} "
+        f"({restorer.meta.get('arch')}); results and comparison.png in {out}"
     )
     return 0
