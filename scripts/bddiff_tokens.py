@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 
 from unblur.data.root import data_root
-from unblur.data.synthetic import centre_crop, load_folder
+from unblur.data.synthetic import centre_crop
+from unblur.io import list_images, read_image
+from unblur.restore import image_tensor
 from unblur.zoo import load_model
 
 
@@ -67,8 +69,8 @@ def main() -> None:
     ap.add_argument("--json", default="runs/bddiff-tokens.json", help="where the figures go")
     args = ap.parse_args()
 
-    crops = [centre_crop(image, args.crop) for image in load_folder(args.images)[: args.n]]
-    sharp = torch.stack([torch.from_numpy(c).permute(2, 0, 1) for c in crops]).float() / 255
+    photos = list_images([args.images])[: args.n]  # decode only the photos used
+    sharp = torch.cat([image_tensor(centre_crop(read_image(p)[0], args.crop)) for p in photos])
     results = {}
     for name in args.models:
         results[name] = measure(load_model(name)[0], sharp, args.seed)
