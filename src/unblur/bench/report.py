@@ -42,6 +42,31 @@ def _axes(draw: ImageDraw.ImageDraw, box, xlabel: str, ylabel: str, yticks, ymap
     draw.text((4, y0 - 16), ylabel, fill=(0, 0, 0))
 
 
+class _Frame:
+    """A white 420-px-high canvas with a plot box (60 px left margin) mapping data (x, y) ranges to pixels."""
+
+    def __init__(self, width: int, x_range: tuple[float, float], y_range: tuple[float, float]):
+        self.img = Image.new("RGB", (width, 420), "white")
+        self.draw = ImageDraw.Draw(self.img)
+        self.box = (60, 30, width - 20, 370)
+        self.x_range, self.y_range = x_range, y_range
+
+    def x(self, v):
+        (lo, hi), b = self.x_range, self.box
+        return b[0] + (v - lo) / (hi - lo) * (b[2] - b[0])
+
+    def y(self, v):
+        (lo, hi), b = self.y_range, self.box
+        return b[3] - (v - lo) / (hi - lo) * (b[3] - b[1])
+
+    def axes(self, xlabel: str, ylabel: str, yticks) -> None:
+        _axes(self.draw, self.box, xlabel, ylabel, yticks, self.y)
+
+    def save(self, path: Path) -> None:
+        with atomic_write(path, suffix=".png") as tmp:
+            self.img.save(tmp)
+
+
 def plot_gains(path: Path, models: list[str], rows: dict) -> None:
     """PSNR gain over the blurred input per image (images sorted by the last model's gain), one colour per model."""
     shown = [m for m in models if m != "identity"]
@@ -49,24 +74,17 @@ def plot_gains(path: Path, models: list[str], rows: dict) -> None:
     gains = {m: np.array([r["psnr"] for r in rows[m]]) - base for m in shown}
     order = np.argsort(gains[shown[-1]])
     lo, hi = min(-1.0, min(g.min() for g in gains.values())), max(1.0, max(g.max() for g in gains.values()))
-    img = Image.new("RGB", (900, 420), "white")
-    d = ImageDraw.Draw(img)
-    box = (60, 30, 880, 370)
-
-    def ymap(v):
-        return box[3] - (v - lo) / (hi - lo) * (box[3] - box[1])
-
-    _axes(d, box, "images, sorted by gain of " + shown[-1], "PSNR gain (dB)", np.arange(np.floor(lo), np.ceil(hi) + 1, 1), ymap)
-    d.line([(box[0], ymap(0)), (box[2], ymap(0))], fill=(180, 180, 180))
-    step = (box[2] - box[0]) / len(order)
+    f = _Frame(900, (0.0, len(order)), (lo, hi))  # x: the image's rank
+    d, box = f.draw, f.box
+    f.axes("images, sorted by gain of " + shown[-1], "PSNR gain (dB)", np.arange(np.floor(lo), np.ceil(hi) + 1, 1))
+    d.line([(box[0], f.y(0)), (box[2], f.y(0))], fill=(180, 180, 180))
     for k, m in enumerate(shown):
         colour = COLOURS[(k + 1) % len(COLOURS)]
         for i, j in enumerate(order):
-            x, y = box[0] + (i + 0.5) * step, ymap(gains[m][j])
+            x, y = f.x(i + 0.5), f.y(gains[m][j])
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         d.text((box[0] + 20 + 170 * k, box[1] + 4), f"o {m}", fill=colour)
-    with atomic_write(path, suffix=".png") as tmp:
-        img.save(tmp)
+    f.save(path)
 
 
 def plot_speed_quality(path: Path, summary: dict) -> None:
@@ -76,60 +94,40 @@ def plot_speed_quality(path: Path, summary: dict) -> None:
     ys = [s["psnr"] for _, s in items]
     x_lo, x_hi = np.floor(xs.min()) - 0.2, np.ceil(xs.max()) + 0.2
     y_lo, y_hi = np.floor(min(ys + [summary["identity"]["psnr"]])) - 0.5, np.ceil(max(ys)) + 0.5
-    img = Image.new("RGB", (700, 420), "white")
-    d = ImageDraw.Draw(img)
-    box = (60, 30, 680, 370)
-
-    def ymap(v):
-        return box[3] - (v - y_lo) / (y_hi - y_lo) * (box[3] - box[1])
-
-    def xmap(v):
-        return box[0] + (v - x_lo) / (x_hi - x_lo) * (box[2] - box[0])
-
-    _axes(d, box, "seconds per megapixel (log scale)", "mean PSNR (dB)", np.arange(y_lo, y_hi + 0.01, 1), ymap)
+    f = _Frame(700, (x_lo, x_hi), (y_lo, y_hi))
+    d, box = f.draw, f.box
+    f.axes("seconds per megapixel (log scale)", "mean PSNR (dB)", np.arange(y_lo, y_hi + 0.01, 1))
     for e in range(int(np.ceil(x_lo)), int(np.floor(x_hi)) + 1):
-        d.text((xmap(e) - 12, box[3] + 6), f"{10.0**e:g}", fill=(0, 0, 0))
-    yb = ymap(summary["identity"]["psnr"])
+        d.text((f.x(e) - 12, box[3] + 6), f"{10.0**e:g}", fill=(0, 0, 0))
+    yb = f.y(summary["identity"]["psnr"])
     d.line([(box[0], yb), (box[2], yb)], fill=(180, 180, 180))
     d.text((box[0] + 6, yb - 14), "blurred input", fill=(120, 120, 120))
     for k, ((m, _), x, y) in enumerate(zip(items, xs, ys)):
         colour = COLOURS[(k + 1) % len(COLOURS)]
-        d.ellipse([xmap(x) - 5, ymap(y) - 5, xmap(x) + 5, ymap(y) + 5], fill=colour)
-        d.text((xmap(x) + 8, ymap(y) - 6), m, fill=colour)
-    with atomic_write(path, suffix=".png") as tmp:
-        img.save(tmp)
+        d.ellipse([f.x(x) - 5, f.y(y) - 5, f.x(x) + 5, f.y(y) + 5], fill=colour)
+        d.text((f.x(x) + 8, f.y(y) - 6), m, fill=colour)
+    f.save(path)
 
 
 def plot_curves(path: Path, curves: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str) -> None:
     """Learning curves: one polyline of (x, y) points per name, linear axes, y ticks every 0.1 or 1 unit."""
     points = [p for c in curves.values() for p in c]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x_lo, x_hi = 0.0, max(xs) * 1.02
-    y_lo, y_hi = min(ys), max(ys)
-    tick = 0.1 if y_hi - y_lo < 2 else 1.0
-    y_lo, y_hi = np.floor(y_lo / tick) * tick - tick, np.ceil(y_hi / tick) * tick + tick
-    img = Image.new("RGB", (800, 420), "white")
-    d = ImageDraw.Draw(img)
-    box = (60, 30, 780, 370)
-
-    def xmap(v):
-        return box[0] + (v - x_lo) / (x_hi - x_lo) * (box[2] - box[0])
-
-    def ymap(v):
-        return box[3] - (v - y_lo) / (y_hi - y_lo) * (box[3] - box[1])
-
-    _axes(d, box, xlabel, ylabel, np.round(np.arange(y_lo, y_hi + tick / 2, tick), 2), ymap)
-    for v in np.linspace(x_lo, max(xs), 5):
-        d.text((xmap(v) - 12, box[3] + 6), f"{v:.0f}", fill=(0, 0, 0))
+    tick = 0.1 if max(ys) - min(ys) < 2 else 1.0
+    y_lo, y_hi = np.floor(min(ys) / tick) * tick - tick, np.ceil(max(ys) / tick) * tick + tick
+    f = _Frame(800, (0.0, max(xs) * 1.02), (y_lo, y_hi))
+    d, box = f.draw, f.box
+    f.axes(xlabel, ylabel, np.round(np.arange(y_lo, y_hi + tick / 2, tick), 2))
+    for v in np.linspace(0.0, max(xs), 5):
+        d.text((f.x(v) - 12, box[3] + 6), f"{v:.0f}", fill=(0, 0, 0))
     for k, (name, curve) in enumerate(curves.items()):
         colour = COLOURS[(k + 1) % len(COLOURS)]
-        line = [(xmap(x), ymap(y)) for x, y in curve]
+        line = [(f.x(x), f.y(y)) for x, y in curve]
         d.line(line, fill=colour, width=2)
         for x, y in line:
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         d.text((box[0] + 20 + 220 * k, box[1] + 4), f"o {name}", fill=colour)
-    with atomic_write(path, suffix=".png") as tmp:
-        img.save(tmp)
+    f.save(path)
 
 
 def passthrough_table(passthrough: dict) -> list[str]:
