@@ -91,3 +91,23 @@ def test_learning_curves_are_drawn(tmp_path):
     assert img.shape == (420, 800, 3)
     for colour in COLOURS[1:3]:  # both lines drawn, each in its own colour
         assert (img == colour).all(axis=-1).sum() > 50
+
+
+def test_bench_takes_model_files_by_path(tmp_path):
+    """A model named by its file (absolute or relative path) gets a cache folder inside the report folder."""
+    import shutil
+
+    from unblur.bench.runner import cache_dir
+    from unblur.cli import main
+    from unblur.zoo import resolve
+
+    make_set(tmp_path / "set", n=1)
+    model = tmp_path / "models" / "mine.safetensors"
+    model.parent.mkdir()
+    shutil.copy(resolve("nafnet-small"), model)
+    out = tmp_path / "report"
+    assert main(["bench", "--data", str(tmp_path / "set"), "--models", str(model), "--out", str(out), "-q"]) == 0
+    folder = cache_dir(out, str(model))
+    assert folder.parent == out / "cache" and folder.name.startswith("mine-") and (folder / "im0.json").exists()
+    assert f"| {model} |" in (out / "report.md").read_text()
+    assert cache_dir(out, "other/mine.safetensors") != folder

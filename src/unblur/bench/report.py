@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from unblur.atomic import atomic_write
-from unblur.bench.runner import SSIM_VARIANT
+from unblur.bench.runner import SSIM_VARIANT, cache_dir
 from unblur.data.synthetic import centre_crop
 from unblur.demo import comparison
 from unblur.io import read_image, write_image
@@ -22,7 +22,7 @@ def crops(out: Path, pairs, models: list[str], rows: dict, which: str, index: in
     pair = pairs[index]
     tiles = []
     for model in models:
-        img = read_image(out / "cache" / model / f"{pair.name}.png")[0]
+        img = read_image(cache_dir(out, model) / f"{pair.name}.png")[0]
         label = "blurred" if model == "identity" else model
         tiles.append((centre_crop(img, 256), f"{label} {rows[model][index]['psnr']:.2f} dB"))
     tiles.append((centre_crop(read_image(pair.sharp)[0], 256), "sharp"))

@@ -6,6 +6,7 @@ recomputed, so an interrupted benchmark continues where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -48,6 +49,16 @@ class PeakMemory:
         self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
+def cache_dir(out: str | Path, model: str) -> Path:
+    """Where a model's per-image outputs and rows live in a report folder. A model given as a file
+    (``runs/x/last.safetensors``) gets its stem and a digest of its absolute path: its path cannot be
+    joined below the folder (an absolute one would replace it), and two files of one name stay apart."""
+    if model.endswith(".safetensors") or "/" in model or "\\" in model:
+        digest = hashlib.sha1(str(Path(model).resolve()).encode()).hexdigest()[:8]
+        model = f"{Path(model).stem}-{digest}"
+    return Path(out) / "cache" / model
+
+
 def run_model(
     model: str,
     pairs: list[Pair],
@@ -60,7 +71,7 @@ def run_model(
     """Rows ``{name, psnr, ssim, niqe, lpips, seconds, megapixels, peak_rss_mib}`` for every pair, computing only the missing ones."""
     from unblur.restore import make_restorer
 
-    cache = Path(out) / "cache" / model
+    cache = cache_dir(out, model)
     cache.mkdir(parents=True, exist_ok=True)
     restorer, rows = None, []
     perceptual, _ = lpips_model()

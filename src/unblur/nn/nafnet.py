@@ -13,20 +13,11 @@ With ``prior_dim > 0`` a prior vector modulates the decoder (BlurDM's fusion, se
 on the input of each decoder level's stack of residual blocks, Linear without bias): here the input
 of each decoder level's NAFBlocks (upsampled features + skip). ``prior_at="output"`` is our first
 version, every decoder block's output (Linear with bias), kept for the model files trained with it.
-
-``sca_window`` (our choice, after TLC: Chu et al., "Improving Image Restoration by Revisiting Global
-Information Aggregation", ECCV 2022): the channel attention's statistics are a per-channel mean over the
-whole feature map, which is the training crop's map in training but a whole photo (or a 640-px tile) at
-inference. With ``sca_window = N`` each pixel takes the mean over an N x N box around it (N in input
-pixels, N / 2**level on each level's map), so that a network trained on small crops sees statistics of
-the extent it was trained on. A crop no larger than N gets the whole-map mean, so training on such crops
-is unchanged; ``None`` (the paper's) is the whole map everywhere.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unblur.nn.configurable import register_to_config
@@ -39,34 +30,6 @@ class SimpleGate(nn.Module):
         return a * b
 
 
-def box_mean(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """(B, C, H, W) -> same: each pixel's mean over the kh x kw box centred on it (1 <= kh <= H, 1 <= kw <= W);
-    near an edge the box slides inward, so every box holds kh * kw pixels. Integral images: O(1) per pixel."""
-    mean = x.float().mean((-2, -1), keepdim=True)
-    s = F.pad(x.float() - mean, (1, 0, 1, 0)).cumsum(-2).cumsum(-1)  # centred: small sums, little rounding
-    box = (s[..., kh:, kw:] - s[..., :-kh, kw:] - s[..., kh:, :-kw] + s[..., :-kh, :-kw]) / (kh * kw)
-    top, left = (kh - 1) // 2, (kw - 1) // 2  # box i covers rows i .. i + kh - 1, the box of pixel i + top
-    box = F.pad(box, (left, kw - 1 - left, top, kh - 1 - top), mode="replicate")
-    return (box + mean).to(x.dtype)
-
-
-class ChannelMean(nn.Module):
-    """The channel attention's statistics: (B, C, H, W) -> (B, C, 1, 1), the mean of each channel over the
-    map; or, with ``window`` (input pixels; this map is ``stride`` times smaller) smaller than the map,
-    (B, C, H, W), the mean over the box around each pixel (see the module's ``sca_window``)."""
-
-    def __init__(self, stride: int = 1, window: int | None = None):
-        super().__init__()
-        self.stride, self.window = stride, window
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        k = None if self.window is None else max(1, round(self.window / self.stride))
-        if k is None or (k >= h and k >= w):
-            return x.mean((-2, -1), keepdim=True)
-        return box_mean(x, min(k, h), min(k, w))
-
-
 class NAFBlock(nn.Module):
     """Spatial mixing (1x1 -> depthwise 3x3 -> gate -> channel attention -> 1x1) then a gated FFN.
 
@@ -74,13 +37,13 @@ class NAFBlock(nn.Module):
     so a freshly built block is the identity and deep stacks train stably.
     """
 
-    def __init__(self, c: int, expand: int = 2, ffn_expand: int = 2, stride: int = 1, sca_window: int | None = None):
+    def __init__(self, c: int, expand: int = 2, ffn_expand: int = 2):
         super().__init__()
         dw = c * expand
         self.norm1 = LayerNorm2d(c)
         self.conv1 = nn.Conv2d(c, dw, 1)
         self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
-        self.sca = nn.Sequential(ChannelMean(stride, sca_window), nn.Conv2d(dw // 2, dw // 2, 1))
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, 1))
         self.conv3 = nn.Conv2d(dw // 2, c, 1)
         self.norm2 = LayerNorm2d(c)
         self.conv4 = nn.Conv2d(c, c * ffn_expand, 1)
@@ -104,7 +67,6 @@ class NAFNet(nn.Module):
     enc_blocks / dec_blocks: NAFBlocks per level; middle_blocks: at the lowest resolution.
     prior_dim: size of the optional prior vector that modulates the decoder (0: none);
     prior_at / prior_init: where it enters and how it starts (:data:`unblur.nn.layers.PRIOR_AT`, ``PRIOR_INIT``).
-    sca_window: extent in input pixels of the channel attention's statistics (None: the whole map; see the module).
     """
 
     multiscale = False  # one output scale (see unblur.nn)
@@ -120,7 +82,6 @@ class NAFNet(nn.Module):
         prior_dim: int = 0,
         prior_at: str = "output",
         prior_init: str = "identity",
-        sca_window: int | None = None,
     ):
         super().__init__()
         check_prior_options(prior_at, prior_init)
@@ -129,16 +90,16 @@ class NAFNet(nn.Module):
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
         self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))
-        c, stride = width, 1
+        c = width
         for n in enc_blocks:
-            self.encoders.append(nn.Sequential(*[NAFBlock(c, stride=stride, sca_window=sca_window) for _ in range(n)]))
+            self.encoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
             self.downs.append(nn.Conv2d(c, 2 * c, 2, stride=2))
-            c, stride = 2 * c, 2 * stride
-        self.middle = nn.Sequential(*[NAFBlock(c, stride=stride, sca_window=sca_window) for _ in range(middle_blocks)])
+            c *= 2
+        self.middle = nn.Sequential(*[NAFBlock(c) for _ in range(middle_blocks)])
         for n in dec_blocks:
             self.ups.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)))
-            c, stride = c // 2, stride // 2
-            self.decoders.append(nn.Sequential(*[NAFBlock(c, stride=stride, sca_window=sca_window) for _ in range(n)]))
+            c //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
         levels = len(dec_blocks)
         # "input": one modulation per decoder level, on its input; "output": one per decoder block, on its output
         per_level = [1 if prior_at == "input" else n for n in dec_blocks]
