@@ -50,10 +50,10 @@ class PeakMemory:
 
 
 def cache_dir(out: str | Path, model: str) -> Path:
-    """Where a model's per-image outputs and rows live in a report folder. A model given as a file
-    (``runs/x/last.safetensors``) gets its stem and a digest of its absolute path: its path cannot be
-    joined below the folder (an absolute one would replace it), and two files of one name stay apart."""
-    if model.endswith(".safetensors") or "/" in model or "\\" in model:
+    """Where a model's per-image outputs and rows live in a report folder. A model given as a file in
+    another folder (``runs/x/last.safetensors``) gets its stem and a digest of its absolute path: a path
+    cannot be joined below the folder (an absolute one would replace it), and two files of one name stay apart."""
+    if Path(model).name != model:
         digest = hashlib.sha1(str(Path(model).resolve()).encode()).hexdigest()[:8]
         model = f"{Path(model).stem}-{digest}"
     return Path(out) / "cache" / model
