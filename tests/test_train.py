@@ -188,3 +188,19 @@ def test_data_folders_are_read_below_the_data_root_and_workers_follow_the_machin
     with pytest.raises(ValueError, match="workers"):
         data_workers(-1)
 
+
+
+def test_psnr_loss_is_minus_the_mean_psnr_of_the_images_and_is_chosen_by_name():
+    from unblur.losses import ImageLoss, psnr_loss
+    from unblur.train.config import DEFAULTS
+
+    target = torch.rand(2, 3, 16, 16)
+    pred = target.clone()
+    pred[0] += 0.1  # image 0: MSE 1e-2, 20 dB
+    pred[1] += 0.01  # image 1: MSE 1e-4, 40 dB
+    assert psnr_loss(pred, target, floor=0).item() == pytest.approx(-30.0, abs=1e-3)  # the mean of the dBs
+    assert psnr_loss(target, target).item() == pytest.approx(-60.0, abs=1e-3)  # an exact image is worth 60 dB
+    chosen = ImageLoss({**DEFAULTS["loss"], "pixel": "psnr"}, "cpu")
+    assert chosen(pred, target).item() == pytest.approx(psnr_loss(pred, target).item())
+    with pytest.raises(ValueError, match="loss.pixel must be one of charbonnier, l1, psnr"):
+        ImageLoss({**DEFAULTS["loss"], "pixel": "l2"}, "cpu")

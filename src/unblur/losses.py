@@ -18,6 +18,16 @@ def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).abs().mean()
 
 
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor, floor: float = 1e-6) -> torch.Tensor:
+    """10 log10(MSE + floor) of each image, averaged over the batch: minus the PSNR (dB, peak 1) that the
+    benchmarks average, so every image counts by its dB and not by its squared error (a nearly sharp crop
+    counts as much as a badly blurred one). ``floor`` caps an image's worth at 60 dB, so crops that already
+    come back exact do not take over the gradient (it grows as 1 / MSE). NAFNet's ``PSNRLoss``
+    (megvii-research/NAFNet, basicsr/models/losses/losses.py line 90) is the same up to its 1e-8 floor."""
+    mse = (pred - target).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(mse + floor).mean()
+
+
 def fft_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 distance between the 2-D spectra (real and imaginary parts) of each channel, as in MIMO-UNet."""
     a, b = torch.fft.rfft2(pred.float()), torch.fft.rfft2(target.float())
@@ -31,6 +41,9 @@ def fft_height_charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float 
     return charbonnier(torch.view_as_real(a), torch.view_as_real(b), eps)
 
 
+#: ``loss.pixel``: the pixel term
+PIXEL_LOSSES = ("charbonnier", "l1", "psnr")
+
 #: ``loss.fft``: the frequency term weighted by ``loss.fft_weight``
 FFT_LOSSES = ("2d-l1", "height-charbonnier")
 
@@ -41,7 +54,7 @@ def downscale_like(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
 
 
 class ImageLoss:
-    """The configured image loss: ``pixel`` (charbonnier | l1) + fft_weight * the ``fft`` term (2d-l1:
+    """The configured image loss: ``pixel`` (charbonnier | l1 | psnr, minus each image's PSNR in dB) + fft_weight * the ``fft`` term (2d-l1:
     L1 on 2-D spectra, as MIMO-UNet; height-charbonnier: Charbonnier on 1-D spectra along the height, as
     BlurDM's authors) + perceptual_weight * LPIPS (only with local LPIPS weights, see
     :mod:`unblur.metrics.lpips`), summed over a list of multi-scale outputs (finest first) when the model
@@ -50,8 +63,8 @@ class ImageLoss:
     """
 
     def __init__(self, cfg: dict, device):
-        if cfg["pixel"] not in ("charbonnier", "l1"):
-            raise ValueError(f"loss.pixel must be charbonnier or l1, got {cfg['pixel']!r}")
+        if cfg["pixel"] not in PIXEL_LOSSES:
+            raise ValueError(f"loss.pixel must be one of {', '.join(PIXEL_LOSSES)}, got {cfg['pixel']!r}")
         if cfg.get("fft", "2d-l1") not in FFT_LOSSES:
             raise ValueError(f"loss.fft must be one of {FFT_LOSSES}, got {cfg['fft']!r}")
         self.cfg = cfg
@@ -66,7 +79,10 @@ class ImageLoss:
         c = self.cfg
         if c.get("clamp"):
             pred = pred.clamp(0, 1)
-        loss = charbonnier(pred, target, c["charbonnier_eps"]) if c["pixel"] == "charbonnier" else l1(pred, target)
+        if c["pixel"] == "charbonnier":
+            loss = charbonnier(pred, target, c["charbonnier_eps"])
+        else:
+            loss = psnr_loss(pred, target) if c["pixel"] == "psnr" else l1(pred, target)
         if c["fft_weight"]:
             if c.get("fft", "2d-l1") == "height-charbonnier":
                 freq = fft_height_charbonnier(pred, target, c["charbonnier_eps"])

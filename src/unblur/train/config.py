@@ -64,7 +64,7 @@ DEFAULTS: dict = {
         "grad_clip": 0.5,  # max global gradient norm (0: no clipping)
     },
     "loss": {
-        "pixel": "charbonnier",  # or l1
+        "pixel": "charbonnier",  # or l1, or psnr (minus each image's PSNR in dB: the benchmarks' own average)
         "charbonnier_eps": 1.0e-3,  # sqrt(d^2 + eps^2)
         "fft_weight": 0.0,  # weight of the frequency loss (MIMO-UNet, BlurDM use 0.1)
         "fft": "2d-l1",  # 2-D FFT under L1 (MIMO-UNet) | height-charbonnier (1-D FFT along the height, BlurDM's authors)
