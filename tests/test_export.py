@@ -86,3 +86,34 @@ def test_refuses_existing_output_and_folders(tmp_path, capsys):
     assert "exists (use --overwrite" in capsys.readouterr().err and existing.read_bytes() == b"keep me"
     assert main(["export", "-o", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_average_weights_script_writes_the_mean_of_two_model_files_and_refuses_other_networks(tmp_path, monkeypatch, capsys):
+    """scripts/average_weights.py: the soup holds the tensor-wise mean; a file of another network is refused."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from unblur import nn as backbones
+    from unblur.modelfile import load_model_file, save_model_file
+
+    tiny = backbones.backbone_module("nafnet").TINY
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        files.append(str(save_model_file(tmp_path / f"m{seed}.safetensors", backbones.build("nafnet", tiny), "nafnet")))
+    script = str(Path(__file__).parents[1] / "scripts" / "average_weights.py")
+    soup = tmp_path / "soup.safetensors"
+    monkeypatch.setattr(sys, "argv", [script, *files, "-o", str(soup)])
+    runpy.run_path(script, run_name="__main__")
+    a, b, mean = (load_model_file(p)[0].state_dict() for p in (*files, soup))
+    assert a.keys() == mean.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.allclose(mean[k], (a[k] + b[k]) / 2) for k in a if a[k].is_floating_point())
+    assert load_model_file(soup)[1]["averaged"] == files
+
+    wider = save_model_file(tmp_path / "wide.safetensors", backbones.build("nafnet", {**tiny, "width": 16}), "nafnet")
+    monkeypatch.setattr(sys, "argv", [script, files[0], str(wider), "-o", str(tmp_path / "bad.safetensors")])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(script, run_name="__main__")
+    assert exit.value.code != 0 and "is not the same network" in capsys.readouterr().err
+    assert not (tmp_path / "bad.safetensors").exists()
