@@ -171,8 +171,8 @@ ENSEMBLES = (1, 2, 4, 8)
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """View ``k`` (0-7) of the 8 symmetries of the square of a (..., H, W) tensor: transposed if bit 2 of ``k``
-    is set, then flipped upside down if bit 1, then left to right if bit 0 (0: unchanged, 1: mirrored;
-    the order puts the cheapest and most useful views first). :func:`undo_dihedral` turns it back."""
+    is set, then flipped upside down if bit 1, then left to right if bit 0 (0: unchanged, 1: mirrored, so two
+    passes average the photo and its mirror image). :func:`undo_dihedral` turns it back."""
     if k & 4:
         x = x.transpose(-1, -2)
     if k & 2:
