@@ -100,6 +100,25 @@ def test_vae_stage_trains_through_the_engine(sharp_folder, tmp_path):
     assert sd.vae is vae.vae
 
 
+def test_vae_without_middle_attention_round_trips_and_is_checked(tmp_path):
+    """``mid_attention: false`` builds a VAE with no self-attention in its middle blocks; a method rebuilt
+    from its config gets the same layout, and a VAE file of the other layout is refused in one line."""
+    from unblur.methods.small_sd import SmallVAE, load_trained_vae
+    from unblur.modelfile import save_model_file
+
+    with_attn, without = SmallVAE(4, [8, 16]), SmallVAE(4, [8, 16], mid_attention=False)
+    names = [n for n, _ in without.named_parameters()]
+    assert not any(".attentions." in n for n in names) and any(".attentions." in n for n, _ in with_attn.named_parameters())
+    x = torch.rand(1, 3, 16, 16)
+    assert without.restore(x).shape == x.shape
+    path = tmp_path / "vae.safetensors"
+    save_model_file(path, without, "small-vae")
+    vae = load_trained_vae(str(path), 4, [8, 16], mid_attention=False)
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), without.vae.state_dict().values()))
+    with pytest.raises(ValueError, match="mid_attention"):
+        load_trained_vae(str(path), 4, [8, 16], mid_attention=True)
+
+
 TINY_SMALL = [f"model.{k}={v}" for k, v in TINY_METHODS["deblurdiff-small"].items()]
 
 

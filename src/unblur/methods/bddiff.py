@@ -246,12 +246,13 @@ class BDDiff(LatentMethod):
         w_paired_transfer: float = 1.0,
         w_decouple: float = 0.0,
         strength: float = 1.0,
+        vae_mid_attention: bool = True,
     ):
         from unblur.methods.small_sd import build_small_sd, load_trained_vae
 
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-        trained_vae = load_trained_vae(vae, latent_channels, vae_widths) if vae else None
+        trained_vae = load_trained_vae(vae, latent_channels, vae_widths, vae_mid_attention) if vae else None
         # diffusers calls the number of attention heads attention_head_dim; the structure map has the latent's channels
         sd = build_small_sd(
             latent_channels,
@@ -262,6 +263,7 @@ class BDDiff(LatentMethod):
             prediction_type,
             vae=trained_vae,
             condition_channels=latent_channels,
+            vae_mid_attention=vae_mid_attention,
         )
         super().__init__(sd, latent_scale, val_steps, sampler, strength=strength)
         self.decoupler = BlurDecoupler(

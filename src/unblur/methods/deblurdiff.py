@@ -211,6 +211,7 @@ class DeblurDiffSmall(DeblurDiff):
         # our settings (DeblurDiff's docstring): the bundled files were trained and validated with them
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False,
         colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
+        vae_mid_attention: bool = True,
     ):  # fmt: skip
         from unblur.methods.small_sd import build_small_sd, load_trained_vae
 
@@ -220,7 +221,8 @@ class DeblurDiffSmall(DeblurDiff):
             unet_widths,
             cross_attention_dim,
             prediction_type=prediction_type,
-            vae=load_trained_vae(vae, latent_channels, vae_widths) if vae else None,
+            vae=load_trained_vae(vae, latent_channels, vae_widths, vae_mid_attention) if vae else None,
+            vae_mid_attention=vae_mid_attention,
         )
         super().__init__(
             sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale, sampler,

@@ -17,8 +17,12 @@ from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import pad_to_multiple
 
 
-def make_vae(latent_channels: int = 4, widths=(32, 64, 128)):
-    """A randomly initialised ``AutoencoderKL`` downsampling by ``2 ** (len(widths) - 1)``."""
+def make_vae(latent_channels: int = 4, widths=(32, 64, 128), mid_attention: bool = True):
+    """A randomly initialised ``AutoencoderKL`` downsampling by ``2 ** (len(widths) - 1)``.
+
+    ``mid_attention``: SD's self-attention in the encoder's and the decoder's middle block. Its cost grows
+    with the square of the latent's pixel count, so it dominates a VAE that downsamples little (our choice
+    for such VAEs: off)."""
     diffusers = require_diffusers()
     vae = diffusers.AutoencoderKL(
         in_channels=3,
@@ -31,6 +35,7 @@ def make_vae(latent_channels: int = 4, widths=(32, 64, 128)):
         # 8 groups, not SD's 32: with 32 channels, 32 groups would normalise every channel on its own and
         # wipe out its contrast (a 120-step test: L1 0.146 with 32 groups, 0.106 with 8)
         norm_num_groups=min(8, widths[0]),
+        mid_block_add_attention=mid_attention,
     )
     # Start nearly deterministic (posterior std e^-4): a fresh encoder's log-variance is ~0, i.e. unit
     # noise on every latent, which the decoder cannot see through until training has silenced it;
@@ -50,9 +55,9 @@ class SmallVAE(Method):
     """
 
     @register_to_config
-    def __init__(self, latent_channels: int = 4, widths=(32, 64, 128), kl_weight: float = 1e-6):
+    def __init__(self, latent_channels: int = 4, widths=(32, 64, 128), kl_weight: float = 1e-6, mid_attention: bool = True):
         super().__init__()
-        self.vae = make_vae(latent_channels, widths)
+        self.vae = make_vae(latent_channels, widths, mid_attention)
         self.kl_weight = kl_weight
 
     def reconstruct(self, x: torch.Tensor, sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +89,7 @@ def build_small_sd(
     prediction_type: str = "epsilon",
     vae=None,
     condition_channels: int = 0,
+    vae_mid_attention: bool = True,
 ) -> LatentDiffusion:
     """Randomly initialised UNet + noise schedule (1000 steps, SD's scaled-linear betas) around ``vae``
     (a trained ``AutoencoderKL``, e.g. ``SmallVAE``'s after its stage; default: a random one).
@@ -91,10 +97,11 @@ def build_small_sd(
     The UNet has cross-attention in every level but the first (as SD), so BD-Diff's tokens and
     DeblurDiff's empty context both fit; ``cross_attention_dim`` is the token width.
     ``condition_channels`` > 0: the UNet's input is cat(noisy latent, a condition map of that many
-    channels) and its output the latent's channels (BD-Diff's structure map).
+    channels) and its output the latent's channels (BD-Diff's structure map). ``vae_mid_attention``: as
+    :func:`make_vae`'s ``mid_attention`` (for the random VAE; a given one keeps its own).
     """
     diffusers = require_diffusers()
-    vae = vae or make_vae(latent_channels, vae_widths)
+    vae = vae or make_vae(latent_channels, vae_widths, vae_mid_attention)
     levels = len(unet_widths)
     unet = diffusers.UNet2DConditionModel(
         in_channels=latent_channels + condition_channels,
@@ -112,7 +119,7 @@ def build_small_sd(
     return LatentDiffusion(unet, vae, schedule, float(vae.config.scaling_factor))
 
 
-def load_trained_vae(path: str, latent_channels: int | None = None, widths=None):
+def load_trained_vae(path: str, latent_channels: int | None = None, widths=None, mid_attention: bool | None = None):
     """The ``AutoencoderKL`` of a model file written by the VAE stage (``arch: small-vae``), frozen, in eval
     mode; when sizes are given, checked against them: a method rebuilt from its config alone (no file)
     must have the same VAE for its state dict to load."""
@@ -122,9 +129,10 @@ def load_trained_vae(path: str, latent_channels: int | None = None, widths=None)
     if meta["arch"] != "small-vae":
         raise ValueError(f"{path}: expected a small-vae model file (the VAE stage), got arch '{meta['arch']}'")
     vae = model.vae.requires_grad_(False).eval()
-    found = (vae.config.latent_channels, list(vae.config.block_out_channels))
-    if latent_channels is not None and found != (latent_channels, list(widths)):
-        raise ValueError(f"{path}: its VAE has (latent_channels, widths) {found}, not {(latent_channels, list(widths))}")
+    found = (vae.config.latent_channels, list(vae.config.block_out_channels), vae.config.mid_block_add_attention)
+    wanted = (latent_channels, None if widths is None else list(widths), mid_attention)
+    if any(w is not None and f != w for f, w in zip(found, wanted)):
+        raise ValueError(f"{path}: its VAE has (latent_channels, widths, mid_attention) {found}, not {wanted}")
     return vae
 
 
