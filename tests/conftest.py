@@ -33,6 +33,9 @@ TINY_METHODS = {
         backbone="nafnet", backbone_config=TINY_NAFNET, encoder_channels=8, encoder_blocks=1, dim=16, estimator_hidden=32
     ),
     "small-vae": dict(widths=[8, 16]),
+    "small-prior": dict(  # strength 1: the contract test counts every sampling step
+        latent_channels=4, vae_widths=[8, 16], unet_widths=[8, 16], cross_attention_dim=8, val_steps=2, strength=1.0
+    ),
     "deblurdiff": dict(sd=None, kernel_size=3, lkpn_width=8, val_steps=2),  # sd: the tiny_sd fixture's folder
     "deblurdiff-small": dict(
         vae_widths=[8, 16], unet_widths=[8, 16], cross_attention_dim=8, kernel_size=3, lkpn_width=8, val_steps=2

@@ -119,6 +119,22 @@ def test_vae_without_middle_attention_round_trips_and_is_checked(tmp_path):
         load_trained_vae(str(path), 4, [8, 16], mid_attention=True)
 
 
+def test_bundled_vae_is_a_component_not_a_photo_model(tmp_path, photo, capsys):
+    """``vae-f2`` loads by name where a VAE file is asked for (its layout as its card says), has a card,
+    and is not offered to `unblur deblur`."""
+    from unblur.cli import main
+    from unblur.methods.small_sd import load_trained_vae
+    from unblur.zoo import COMPONENTS, MODELS
+
+    assert not set(COMPONENTS) & set(MODELS) and COMPONENTS["vae-f2"].card.exists()
+    vae = load_trained_vae("vae-f2", 12, [32, 64], mid_attention=False)
+    assert not any(p.requires_grad for p in vae.parameters())
+    assert main(["deblur", str(photo), "-o", str(tmp_path / "out"), "--model", "vae-f2", "-q"]) != 0
+    assert "unknown model 'vae-f2'" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="registered component"):
+        load_trained_vae("vae-f3")
+
+
 TINY_SMALL = [f"model.{k}={v}" for k, v in TINY_METHODS["deblurdiff-small"].items()]
 
 
@@ -163,6 +179,42 @@ def test_deblurdiff_small_trains_on_a_trained_vae_and_deblurs_from_the_cli(sharp
     assert a1.shape == b.shape == kernels.shape == read_image(photo)[0].shape
     assert np.array_equal(a1, b) and not np.array_equal(a1, a2)  # seed 5 twice; seeds 5 and 6 differ
     assert main([*args, "-o", str(tmp_path / "b"), "--seed", "5"]) == 1  # refuses to overwrite
+
+
+def test_prior_stage_trains_then_steers_frozen_under_deblurdiff(sharp_folder, tmp_path):
+    """The prior stage (``small-prior``) learns the sharp latents through the engine; DeblurDiff built on it
+    (``model.prior``) gets its UNet and VAE, keeps them as trained, copies the prior's encoder into the
+    ControlNet, rebuilds from its own file without the prior's, and refuses a prior of other sizes."""
+    from unblur.methods.deblurdiff import DeblurDiffSmall
+    from unblur.modelfile import load_model_file
+    from unblur.train.loop import train
+
+    tiny = {k: v for k, v in TINY_METHODS["small-prior"].items() if k != "strength"}
+    prior_cfg = engine_config(
+        sharp_folder, 12, "model.arch=small-prior", *(f"model.{k}={v}" for k, v in tiny.items()),
+        "model.latent_scale=0.5", "optim.lr=3e-3", "train.val_every=12", "train.ema=0",
+    )  # fmt: skip
+    summary = train(prior_cfg, tmp_path / "prior", quiet=True)
+    assert sum(summary["losses"][-3:]) < sum(summary["losses"][:3]) and summary["best_val_psnr"] > 5, summary
+    prior_file = tmp_path / "prior" / "last.safetensors"
+    prior, _ = load_model_file(prior_file)
+
+    sizes = dict(latent_channels=4, vae_widths=[8, 16], unet_widths=[8, 16], cross_attention_dim=8, latent_scale=0.5)
+    model = DeblurDiffSmall(**sizes, vae_mid_attention=False, kernel_size=3, lkpn_width=8, train_unet=False, prior=str(prior_file))
+    assert model.scale == 0.5 and "prior" not in model.config
+    assert not any(p.requires_grad for p in [*model.unet.parameters(), *model.vae.parameters()])
+    for ours, theirs in [(model.unet, prior.unet), (model.vae, prior.vae)]:
+        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    assert torch.equal(model.controlnet.conv_in.weight, prior.unet.conv_in.weight)
+    rebuilt = DeblurDiffSmall(**model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 16, 16)
+    gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    assert torch.equal(rebuilt.sample(x, 2, gen()), model.sample(x, 2, gen()))
+    with pytest.raises(ValueError, match="unet_widths"):
+        DeblurDiffSmall(**{**sizes, "unet_widths": [8, 32]}, vae_mid_attention=False, prior=str(prior_file))
+    with pytest.raises(ValueError, match="latent_scale"):
+        DeblurDiffSmall(**{**sizes, "latent_scale": None}, vae_mid_attention=False, prior=str(prior_file))
 
 
 def test_steps_and_samples_are_refused_for_a_regression_model(tmp_path, photo, capsys):

@@ -11,10 +11,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from safetensors import safe_open
 
-    from unblur.zoo import CLASSICAL, DEFAULT, MODELS
+    from unblur.zoo import CLASSICAL, COMPONENTS, DEFAULT, MODELS
 
     rows = [("model", "params", "file", "what; trained on")]
-    for name, entry in MODELS.items():
+    entries = [(name, e) for name, e in MODELS.items()] + [(f"{name} (component)", e) for name, e in COMPONENTS.items()]
+    for name, entry in entries:
         params, size = "-", "missing"
         if entry.path.exists():
             with safe_open(str(entry.path), framework="pt") as f:

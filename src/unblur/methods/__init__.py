@@ -20,6 +20,7 @@ from unblur.nn import BACKBONES
 METHODS: dict[str, str | type] = {
     "blurdm": "unblur.methods.blurdm:BlurDM",
     "small-vae": "unblur.methods.small_sd:SmallVAE",
+    "small-prior": "unblur.methods.small_sd:SmallPrior",
     "deblurdiff": "unblur.methods.deblurdiff:DeblurDiffSD",
     "deblurdiff-small": "unblur.methods.deblurdiff:DeblurDiffSmall",
     "bd-diff-small": "unblur.methods.bddiff:BDDiff",

@@ -184,15 +184,18 @@ def kernel_map(kernels: torch.Tensor, k: int) -> np.ndarray:
 class DeblurDiffSmall(DeblurDiff):
     """DeblurDiff on our small latent diffusion model, trained here from scratch (``arch: deblurdiff-small``).
 
-    No Stable Diffusion prior exists on this machine, so the UNet trains with the ControlNet and the
-    LKPN (``train_unet``); the VAE comes trained from its own stage (``vae``: the path of that stage's
-    model file, read at construction only; the weights then live in this model's state dict).
+    No Stable Diffusion prior exists on this machine. With ``prior`` (a model file of the prior stage,
+    ``arch: small-prior``, or a bundled component's name) the UNet and the VAE are that prior's, trained on sharp
+    photos before, and (``train_unet`` false) stay frozen while the ControlNet, initialised from the prior's
+    encoder, and the LKPN train, as in the paper; the sizes and ``latent_scale`` given here must be the prior's. Without it the UNet
+    trains with the ControlNet and the LKPN (``train_unet``) from scratch, the VAE trained in its own stage
+    (``vae``). Both paths are read at construction only; the weights then live in this model's state dict.
     The settings default to our choices (:class:`DeblurDiff`); the empty prompt is one all-zero token.
 
     Its model file holds every weight (VAE included: a few MiB).
     """
 
-    @register_to_config(ignore=("vae",))
+    @register_to_config(ignore=("vae", "prior"))
     def __init__(
         self,
         latent_channels: int = 4,
@@ -211,19 +214,20 @@ class DeblurDiffSmall(DeblurDiff):
         # our settings (DeblurDiff's docstring): the bundled files were trained and validated with them
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False,
         colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
-        vae_mid_attention: bool = True,
+        vae_mid_attention: bool = True, prior: str | None = None,
     ):  # fmt: skip
-        from unblur.methods.small_sd import build_small_sd, load_trained_vae
+        from unblur.methods.small_sd import build_on_vae, load_trained_prior
 
-        sd = build_small_sd(
-            latent_channels,
-            vae_widths,
-            unet_widths,
-            cross_attention_dim,
-            prediction_type=prediction_type,
-            vae=load_trained_vae(vae, latent_channels, vae_widths, vae_mid_attention) if vae else None,
-            vae_mid_attention=vae_mid_attention,
-        )
+        if prior:
+            if vae:
+                raise ValueError("give the VAE with model.vae or the prior with model.prior (which holds its VAE), not both")
+            sd = load_trained_prior(
+                prior, latent_channels=latent_channels, vae_widths=vae_widths, unet_widths=unet_widths,
+                cross_attention_dim=cross_attention_dim, prediction_type=prediction_type,
+                vae_mid_attention=vae_mid_attention, latent_scale=latent_scale,
+            )  # fmt: skip
+        else:
+            sd = build_on_vae(vae, latent_channels, vae_widths, unet_widths, cross_attention_dim, prediction_type, vae_mid_attention)
         super().__init__(
             sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale, sampler,
             lkpn, condition_range, posterior_sample, colour_fix, strength, start, spacing,

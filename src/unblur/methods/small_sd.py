@@ -9,9 +9,11 @@ latent diffusion model we train ourselves: the same diffusers classes as SD 2.x 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from unblur.diffusion.schedules import NoiseSchedule
 from unblur.methods.base import Method
+from unblur.methods.latent import LatentMethod
 from unblur.methods.sd_loading import LatentDiffusion, require_diffusers
 from unblur.nn.configurable import register_to_config
 from unblur.nn.layers import pad_to_multiple
@@ -119,13 +121,27 @@ def build_small_sd(
     return LatentDiffusion(unet, vae, schedule, float(vae.config.scaling_factor))
 
 
+def build_on_vae(
+    vae: str | None, latent_channels: int, vae_widths, unet_widths, cross_attention_dim: int, prediction_type: str,
+    vae_mid_attention: bool,
+) -> LatentDiffusion:  # fmt: skip
+    """:func:`build_small_sd` around the trained VAE of the file or component ``vae`` (checked against the sizes
+    given), or around a random VAE of those sizes when ``vae`` is None (a method rebuilt from its model file)."""
+    trained = load_trained_vae(vae, latent_channels, vae_widths, vae_mid_attention) if vae else None
+    return build_small_sd(
+        latent_channels, vae_widths, unet_widths, cross_attention_dim,
+        prediction_type=prediction_type, vae=trained, vae_mid_attention=vae_mid_attention,
+    )  # fmt: skip
+
+
 def load_trained_vae(path: str, latent_channels: int | None = None, widths=None, mid_attention: bool | None = None):
-    """The ``AutoencoderKL`` of a model file written by the VAE stage (``arch: small-vae``), frozen, in eval
-    mode; when sizes are given, checked against them: a method rebuilt from its config alone (no file)
+    """The ``AutoencoderKL`` of a model file written by the VAE stage (``arch: small-vae``; ``path``: the file,
+    or a bundled component's name such as ``vae-f2``), frozen, in eval mode; when sizes are given, checked against them: a method rebuilt from its config alone (no file)
     must have the same VAE for its state dict to load."""
     from unblur.modelfile import load_model_file
+    from unblur.zoo import resolve_component  # a bundled VAE by name (``vae-f2``) or a file
 
-    model, meta = load_model_file(path)
+    model, meta = load_model_file(resolve_component(path))
     if meta["arch"] != "small-vae":
         raise ValueError(f"{path}: expected a small-vae model file (the VAE stage), got arch '{meta['arch']}'")
     vae = model.vae.requires_grad_(False).eval()
@@ -144,3 +160,88 @@ def latent_scale(vae, images: torch.Tensor) -> float:
     sees unit variance, which its noise schedule assumes; a VAE trained here has its own spread,
     measured once after its stage and written into the diffusion stage's config (``latent_scale``)."""
     return float(1.0 / vae.encode(images * 2 - 1).latent_dist.mode().std())
+
+
+class SmallPrior(LatentMethod):
+    """The generative prior of our small latent diffusion model (``arch: small-prior``): the UNet of
+    :func:`build_small_sd` trained on sharp photo crops alone, around a trained VAE (``vae``: its model file or
+    bundled name, read at construction; its weights then live in this model's file), before any method steers
+    it, as Stable Diffusion is trained before DeblurDiff and BD-Diff are built on it. The loss is the diffusion
+    loss of the sharp latent with one all-zero context token (the empty prompt the steering methods give it).
+
+    Run on its own (``unblur deblur --model FILE``) it has no condition, so it can only refine what it is given:
+    SDEdit from the blurred latent noised at ``strength`` (default 0.3), the baseline any steering must beat.
+    Validation scores it as a denoiser, which is what the steering methods use it for: the sharp crop's latent
+    noised to timestep ``val_t`` (noise of seed 0), one prediction of the clean latent, decoded.
+    """
+
+    anchors = ("blurred",)
+
+    @register_to_config(ignore=("vae",))
+    def __init__(
+        self,
+        latent_channels: int = 12,
+        vae_widths=(32, 64),
+        unet_widths=(32, 64, 128),
+        cross_attention_dim: int = 64,
+        prediction_type: str = "v_prediction",
+        vae: str | None = None,
+        vae_mid_attention: bool = False,
+        latent_scale: float | None = None,
+        val_t: int = 250,
+        val_steps: int = 10,
+        sampler: str = "ddim",
+        strength: float = 0.3,
+        spacing: str = "leading",
+    ):
+        sd = build_on_vae(vae, latent_channels, vae_widths, unet_widths, cross_attention_dim, prediction_type, vae_mid_attention)
+        super().__init__(sd, latent_scale, val_steps, sampler, "clamped", strength, "blurred", spacing)
+        self.val_t = val_t
+
+    def context(self, batch: int, device) -> torch.Tensor:
+        """One all-zero token, (B, 1, cross_attention_dim): the empty prompt."""
+        return torch.zeros(batch, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
+
+    def training_loss(self, batch: dict[str, torch.Tensor], image_loss) -> tuple[torch.Tensor, dict[str, float]]:
+        """Diffusion loss of the sharp crops' latents (``image_loss`` and the blurred images are not used)."""
+        z0 = self.encode(batch["sharp"])
+        z_t, noise, t = self.noisy(z0)
+        pred = self.unet(z_t, t, self.context(len(z0), z0.device)).sample
+        return F.mse_loss(pred, self.schedule.target(z0, noise, t)), {}
+
+    @torch.no_grad()
+    def validation_output(self, blurred: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
+        x, (h, w) = pad_to_multiple(sharp, self.multiple)
+        z0 = self.encode(x)
+        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(0)).to(z0)
+        t = torch.full((len(z0),), self.val_t, device=z0.device)
+        z_t = self.schedule.add_noise(z0, noise, t)
+        x0 = self.schedule.predicted_x0(z_t, self.unet(z_t, t, self.context(len(z0), z0.device)).sample, t)
+        return self.decode(x0)[..., :h, :w]
+
+    def predictor(self):
+        c = self.unet.config.in_channels
+
+        def predict(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # u: cat(z_t, z_blur); no condition
+            return self.unet(u[:, :c], t.expand(len(u)), self.context(len(u), u.device)).sample
+
+        return predict
+
+
+def load_trained_prior(path: str, **expected) -> LatentDiffusion:
+    """The latent diffusion model of a model file written by the prior stage (``arch: small-prior``; ``path``: the
+    file or a bundled component's name), its UNet and VAE frozen, in eval mode. ``expected``: constructor arguments
+    of :class:`SmallPrior` (``latent_channels``, ``unet_widths`` ...) that a method rebuilt from its config alone
+    must share with the file for its state dict to load; a mismatch is a one-line ValueError."""
+    from unblur.modelfile import load_model_file
+    from unblur.zoo import resolve_component
+
+    model, meta = load_model_file(resolve_component(path))
+    if meta["arch"] != "small-prior":
+        raise ValueError(f"{path}: expected a small-prior model file (the prior stage), got arch '{meta['arch']}'")
+    found = {k: list(v) if isinstance(v, tuple) else v for k, v in meta["config"].items()}
+    wrong = {k: found.get(k) for k, v in expected.items() if found.get(k) != (list(v) if isinstance(v, tuple) else v)}
+    if wrong:
+        raise ValueError(f"{path}: its prior has {wrong}, not {({k: expected[k] for k in wrong})}")
+    model.unet.requires_grad_(False).eval()
+    return LatentDiffusion(model.unet, model.vae, model.schedule, model.scale)
