@@ -135,6 +135,26 @@ def test_bundled_vae_is_a_component_not_a_photo_model(tmp_path, photo, capsys):
         load_trained_vae("vae-f3")
 
 
+def test_bundled_prior_fits_the_config_that_steers_it():
+    """``prior-f2`` is a component of the sizes ``small-f2.yaml`` states: DeblurDiff builds on it with its UNet
+    and VAE frozen (the VAE that of ``vae-f2``)."""
+    from pathlib import Path
+
+    from unblur.methods.deblurdiff import DeblurDiffSmall
+    from unblur.methods.small_sd import load_trained_vae
+    from unblur.train.config import load_config
+    from unblur.zoo import COMPONENTS, MODELS
+
+    assert "prior-f2" not in MODELS and COMPONENTS["prior-f2"].card.exists()
+    path = Path(__file__).parents[1] / "src" / "unblur" / "configs" / "deblurdiff" / "small-f2.yaml"
+    config = dict(load_config(path)["model"])
+    assert config.pop("arch") == "deblurdiff-small" and config["prior"] == "prior-f2"
+    model = DeblurDiffSmall(**config)
+    assert not any(p.requires_grad for p in [*model.unet.parameters(), *model.vae.parameters()])
+    vae = load_trained_vae("vae-f2")
+    assert all(torch.equal(a, b) for a, b in zip(model.vae.state_dict().values(), vae.state_dict().values()))
+
+
 TINY_SMALL = [f"model.{k}={v}" for k, v in TINY_METHODS["deblurdiff-small"].items()]
 
 
