@@ -231,6 +231,9 @@ def test_prior_stage_trains_then_steers_frozen_under_deblurdiff(sharp_folder, tm
     x = torch.rand(1, 3, 16, 16)
     gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
     assert torch.equal(rebuilt.sample(x, 2, gen()), model.sample(x, 2, gen()))
+    unclamped = DeblurDiffSmall(**{**model.config, "clip_sample": 0.0})
+    unclamped.load_state_dict(model.state_dict())
+    assert model.schedule.clip == 1.0 and unclamped.schedule.clip == 0.0  # clean estimates clamped to [-1, 1] or not
     with pytest.raises(ValueError, match="unet_widths"):
         DeblurDiffSmall(**{**sizes, "unet_widths": [8, 32]}, vae_mid_attention=False, prior=str(prior_file))
     with pytest.raises(ValueError, match="latent_scale"):

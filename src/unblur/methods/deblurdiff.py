@@ -190,6 +190,8 @@ class DeblurDiffSmall(DeblurDiff):
     encoder, and the LKPN train, as in the paper; the sizes and ``latent_scale`` given here must be the prior's. Without it the UNet
     trains with the ControlNet and the LKPN (``train_unet``) from scratch, the VAE trained in its own stage
     (``vae``). Both paths are read at construction only; the weights then live in this model's state dict.
+    ``clip_sample``: as :class:`~unblur.methods.small_sd.SmallPrior`'s (1, the default, clamps clean estimates to
+    [-1, 1] while sampling, as the bundled files were validated; 0 never clamps).
     The settings default to our choices (:class:`DeblurDiff`); the empty prompt is one all-zero token.
 
     Its model file holds every weight (VAE included: a few MiB).
@@ -214,7 +216,7 @@ class DeblurDiffSmall(DeblurDiff):
         # our settings (DeblurDiff's docstring): the bundled files were trained and validated with them
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False,
         colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
-        vae_mid_attention: bool = True, prior: str | None = None,
+        vae_mid_attention: bool = True, prior: str | None = None, clip_sample: float = 1.0,
     ):  # fmt: skip
         from unblur.methods.small_sd import build_on_vae, load_trained_prior
 
@@ -233,6 +235,7 @@ class DeblurDiffSmall(DeblurDiff):
             lkpn, condition_range, posterior_sample, colour_fix, strength, start, spacing,
         )  # fmt: skip
         self.unet.requires_grad_(train_unet)
+        self.schedule.clip = clip_sample  # as SmallPrior's: 1 as the bundled files were validated, 0 never clamps
 
 
 class DeblurDiffSD(DeblurDiff):

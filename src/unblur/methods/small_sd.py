@@ -173,6 +173,10 @@ class SmallPrior(LatentMethod):
     SDEdit from the blurred latent noised at ``strength`` (default 0.3), the baseline any steering must beat.
     Validation scores it as a denoiser, which is what the steering methods use it for: the sharp crop's latent
     noised to timestep ``val_t`` (noise of seed 0), one prediction of the clean latent, decoded.
+
+    ``clip_sample``: the sampler clamps its clean estimates to [-clip_sample, clip_sample] (0: never). The
+    default 1 is what :func:`build_small_sd` has always done; it cuts the quarter of our unit-variance latents
+    that lie beyond ±1 (measured on ``vae-f2``), and 0 is better (``docs/methods/deblurdiff.md``).
     """
 
     anchors = ("blurred",)
@@ -193,10 +197,11 @@ class SmallPrior(LatentMethod):
         sampler: str = "ddim",
         strength: float = 0.3,
         spacing: str = "leading",
+        clip_sample: float = 1.0,
     ):
         sd = build_on_vae(vae, latent_channels, vae_widths, unet_widths, cross_attention_dim, prediction_type, vae_mid_attention)
         super().__init__(sd, latent_scale, val_steps, sampler, "clamped", strength, "blurred", spacing)
-        self.val_t = val_t
+        self.val_t, self.schedule.clip = val_t, clip_sample
 
     def context(self, batch: int, device) -> torch.Tensor:
         """One all-zero token, (B, 1, cross_attention_dim): the empty prompt."""
