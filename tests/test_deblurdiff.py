@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TINY_METHODS, engine_config
 
 pytest.importorskip("diffusers")
@@ -292,3 +293,34 @@ def test_sd_based_model_files_hold_only_the_trained_parts_and_load_with_sd(tiny_
     assert "not a folder" in capsys.readouterr().err
     assert main(["deblur", str(photo), "-o", str(tmp_path / "o2"), "--sd", str(moved), "-q"]) == 2  # the default is no SD model
     assert "--sd is for models built on a Stable Diffusion folder" in capsys.readouterr().err
+
+
+def test_lkpn_stage_trains_the_lkpn_alone_on_the_latent_loss():
+    """``diffusion_weight`` 0 (our LKPN stage): the loss is the latent loss of z_s alone, only the LKPN gets
+    gradients (the ControlNet and UNet never run), and it falls; weights that would train nothing are refused."""
+    from unblur.methods.deblurdiff import DeblurDiffSmall
+
+    sizes = {**TINY_METHODS["deblurdiff-small"], "lkpn_levels": 1}
+    torch.manual_seed(0)
+    net = DeblurDiffSmall(**sizes, diffusion_weight=0.0).train()
+    assert len(net.lkpn.downs) == 1
+    blurred, sharp = batch()
+    noise = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    z_blur, z_sharp = net.condition(blurred), net.encode(sharp)
+    z_t, _, t = net.noisy(z_sharp, generator=noise())
+    with torch.no_grad():
+        _, z_s = net.denoise(z_t, t, z_blur)
+        assert torch.allclose(net.loss(blurred, sharp, generator=noise()), F.mse_loss(z_s, z_sharp))
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss = net.loss(blurred, sharp, generator=noise())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    with_grads = {n.split(".")[0] for n, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grads == {"lkpn"}
+    with pytest.raises(ValueError, match="not both 0"):
+        DeblurDiffSmall(**sizes, diffusion_weight=0.0, latent_weight=0.0)

@@ -58,6 +58,7 @@ class DeblurDiff(LatentMethod):
         sampler: str = "ddim",
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False, colour_fix: str = "clamped",
         strength: float = 1.0, start: str = "zs", spacing: str | None = None,
+        diffusion_weight: float = 1.0, lkpn_levels: int = 2,
     ):  # fmt: skip
         super().__init__(sd, latent_scale, val_steps, sampler, colour_fix, strength, start, spacing)
         from diffusers import ControlNetModel
@@ -74,8 +75,10 @@ class DeblurDiff(LatentMethod):
         if lkpn == "authors":
             self.lkpn = AuthorsLKPN(c, lkpn_width, kernel_size, self.unet.config.cross_attention_dim)
         else:
-            self.lkpn = LKPN(latent_channels=c, width=lkpn_width, kernel_size=kernel_size)
-        self.kernel_size, self.latent_weight = kernel_size, latent_weight
+            self.lkpn = LKPN(latent_channels=c, width=lkpn_width, kernel_size=kernel_size, levels=lkpn_levels)
+        if diffusion_weight < 0 or latent_weight < 0 or diffusion_weight + latent_weight == 0:
+            raise ValueError(f"diffusion_weight and latent_weight must be >= 0, not both 0 (got {diffusion_weight:g}, {latent_weight:g})")
+        self.kernel_size, self.latent_weight, self.diffusion_weight = kernel_size, latent_weight, diffusion_weight
         self.condition_range, self.posterior_sample = condition_range, posterior_sample
 
     def context(self, batch: int, device) -> torch.Tensor:
@@ -99,13 +102,19 @@ class DeblurDiff(LatentMethod):
         return pred, z_s
 
     def loss(self, blurred: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training loss on a batch of (blurred, sharp) images in [0, 1]: diffusion loss + latent loss of z_s.
-        The sharp target always enters the VAE in [-1, 1]; ``posterior_sample`` draws both latents."""
+        """Training loss on a batch of (blurred, sharp) images in [0, 1]: ``diffusion_weight`` * diffusion loss +
+        ``latent_weight`` * latent loss of z_s. The sharp target always enters the VAE in [-1, 1];
+        ``posterior_sample`` draws both latents. With ``diffusion_weight`` 0 (our LKPN stage, see the class
+        docstring) neither the ControlNet nor the UNet runs: only the LKPN and the EAC train, at a fraction of the cost."""
         z_blur = self.condition(blurred, generator=generator)
         z_sharp = self.encode_as(sharp, sample=self.posterior_sample, generator=generator)
         z_t, noise, t = self.noisy(z_sharp, generator=generator)
+        if self.diffusion_weight == 0:
+            z_s = eac(z_blur, self.kernels(z_blur, z_t, t, self.context(len(z_t), z_t.device)), self.kernel_size)
+            return self.latent_weight * F.mse_loss(z_s, z_sharp)
         pred, z_s = self.denoise(z_t, t, z_blur)
-        return F.mse_loss(pred, self.schedule.target(z_sharp, noise, t)) + self.latent_weight * F.mse_loss(z_s, z_sharp)
+        diffusion = F.mse_loss(pred, self.schedule.target(z_sharp, noise, t))
+        return self.diffusion_weight * diffusion + self.latent_weight * F.mse_loss(z_s, z_sharp)
 
     def training_loss(self, batch: dict[str, torch.Tensor], image_loss) -> tuple[torch.Tensor, dict[str, float]]:
         """:meth:`loss` (``image_loss`` is not used: both terms live in the latent space); noise and timesteps
@@ -192,6 +201,11 @@ class DeblurDiffSmall(DeblurDiff):
     (``vae``). Both paths are read at construction only; the weights then live in this model's state dict.
     ``clip_sample``: as :class:`~unblur.methods.small_sd.SmallPrior`'s (1, the default, clamps clean estimates to
     [-1, 1] while sampling, as the bundled files were validated; 0 never clamps).
+    ``diffusion_weight`` 0 is our LKPN stage: only the LKPN (``lkpn_width``, ``lkpn_levels`` downsamplings) trains,
+    on the latent loss MSE(z_s, z_sharp), with neither UNet nor ControlNet in the step (about a tenth of a joint
+    step on a CPU); a later stage (``train.init``: its file) trains the ControlNet with it. The authors train the
+    two together from the start; we split them because on a CPU the ControlNet's steps are what the budget cannot
+    pay for, and z_s is where anchored sampling starts.
     The settings default to our choices (:class:`DeblurDiff`); the empty prompt is one all-zero token.
 
     Its model file holds every weight (VAE included: a few MiB).
@@ -217,6 +231,7 @@ class DeblurDiffSmall(DeblurDiff):
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False,
         colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
         vae_mid_attention: bool = True, prior: str | None = None, clip_sample: float = 1.0,
+        diffusion_weight: float = 1.0, lkpn_levels: int = 2,
     ):  # fmt: skip
         from unblur.methods.small_sd import build_on_vae, load_trained_prior
 
@@ -232,9 +247,9 @@ class DeblurDiffSmall(DeblurDiff):
             sd = build_on_vae(vae, latent_channels, vae_widths, unet_widths, cross_attention_dim, prediction_type, vae_mid_attention)
         super().__init__(
             sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale, sampler,
-            lkpn, condition_range, posterior_sample, colour_fix, strength, start, spacing,
+            lkpn, condition_range, posterior_sample, colour_fix, strength, start, spacing, diffusion_weight, lkpn_levels,
         )  # fmt: skip
-        self.unet.requires_grad_(train_unet)
+        self.unet.requires_grad_(train_unet and diffusion_weight > 0)
         self.schedule.clip = clip_sample  # as SmallPrior's: 1 as the bundled files were validated, 0 never clamps
 
 
