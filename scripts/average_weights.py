@@ -35,8 +35,9 @@ def average(paths: list[str]) -> tuple[torch.nn.Module, dict]:
     return model, meta
 
 
-def score(model: torch.nn.Module, images: int, preset: str) -> float:
-    """Validation PSNR (dB) on the crops `unblur train` validates on (DEFAULTS' folder, crop and seed)."""
+def score(model: torch.nn.Module, images: int, preset: str) -> dict:
+    """Validation scores on the crops `unblur train` validates on (DEFAULTS' folder, crop and seed): the engine's
+    ``validate`` dict (mean ``psnr`` in dB, ``ssim``, ``psnr_worst``, ``psnr_best``)."""
     from unblur.data.root import data_path
     from unblur.data.synthetic import fixed_pairs, load_folder
     from unblur.train.config import DEFAULTS
@@ -45,7 +46,7 @@ def score(model: torch.nn.Module, images: int, preset: str) -> float:
     data = DEFAULTS["data"]
     photos = load_folder(data_path(data["val"]))[:images]
     blurred, sharp = fixed_pairs(photos, data["val_crop"], seed=1234, preset=preset)
-    return validate(model.float(), blurred, sharp, "cpu")["psnr"]
+    return validate(model.float(), blurred, sharp, "cpu")
 
 
 if __name__ == "__main__":
@@ -69,6 +70,6 @@ if __name__ == "__main__":
     save_model_file(args.output, soup, meta["arch"], info, half=args.half)
     print(f"mean of {len(args.models)} files -> {args.output}")
     if args.val:
-        scores = {p: score(load_model_file(p)[0], args.val, args.preset) for p in args.models}
-        scores[args.output] = score(load_model_file(args.output)[0], args.val, args.preset)
+        scores = {p: score(load_model_file(p)[0], args.val, args.preset)["psnr"] for p in args.models}
+        scores[args.output] = score(load_model_file(args.output)[0], args.val, args.preset)["psnr"]
         print(json.dumps({k: round(v, 3) for k, v in scores.items()}, indent=1))

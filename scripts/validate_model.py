@@ -4,8 +4,8 @@
 
 The first N photos of the validation folder, one 256² centre crop each, blurred by PRESET with the engine's seed;
 the method's own validation output (a prior: its one-step denoising of the sharp crop; a VAE: its reconstruction;
-a restorer: its restoration) against the sharp crop. Use it to check that an exported (e.g. fp16) file scores
-what its run's log says.
+a restorer: its restoration) against the sharp crop: the mean PSNR, the worst and best crop's, and SSIM. Use it
+to check that an exported (e.g. fp16) file scores what its run's log says.
 """
 
 import argparse
@@ -22,4 +22,8 @@ if __name__ == "__main__":
     ap.add_argument("--preset", default="uniform-kernel", help="blur of the crops (data.preset of the run)")
     args = ap.parse_args()
     path = resolve_component(args.model) if args.model in COMPONENTS else resolve(args.model)
-    print(f"{args.model}: {score(load_model_file(path)[0], args.images, args.preset):.3f} dB on {args.images} crops")
+    scores = score(load_model_file(path)[0], args.images, args.preset)
+    print(
+        f"{args.model}: {scores['psnr']:.3f} dB on {args.images} crops "
+        f"(worst {scores['psnr_worst']:.2f}, best {scores['psnr_best']:.2f}; SSIM {scores['ssim']:.4f})"
+    )

@@ -54,7 +54,8 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Tensor, device, chunk: int = 4) -> dict:
-    """Mean PSNR (8-bit RGB) and SSIM (BasicSR variant) of the method ``model`` on a fixed validation batch."""
+    """Mean PSNR (8-bit RGB) and SSIM (BasicSR variant) of the method ``model`` on a fixed validation batch, and
+    the worst and best image's PSNR (``psnr_worst``, ``psnr_best``)."""
     model.eval()
     psnrs, ssims = [], []
     for i in range(0, len(blurred), chunk):
@@ -62,7 +63,8 @@ def validate(model: torch.nn.Module, blurred: torch.Tensor, sharp: torch.Tensor,
         out = model.validation_output(blurred[i : i + chunk].to(device), target.to(device)).float().clamp(0, 1).cpu()
         psnrs.append(psnr_tensor(out, target))
         ssims += [ssim(o.permute(1, 2, 0).numpy(), t.permute(1, 2, 0).numpy()) for o, t in zip(out, target)]
-    return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(np.mean(ssims))}
+    psnrs = torch.cat(psnrs)
+    return {"psnr": float(psnrs.mean()), "ssim": float(np.mean(ssims)), "psnr_worst": float(psnrs.min()), "psnr_best": float(psnrs.max())}
 
 
 class TrainingLoss(torch.nn.Module):
