@@ -93,10 +93,16 @@ class DeblurDiff(LatentMethod):
     def kernels(self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         return self.lkpn(z_blur, z_t, t, ctx)
 
+    def z_s(self, z_blur: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """z_s = EAC(z_blur, LKPN(z_blur, z_t, t)), the deblurred latent (B, C, h, w); ``ctx``: the context (None:
+        :meth:`context`)."""
+        ctx = self.context(len(z_t), z_t.device) if ctx is None else ctx
+        return eac(z_blur, self.kernels(z_blur, z_t, t, ctx), self.kernel_size)
+
     def denoise(self, z_t: torch.Tensor, t: torch.Tensor, z_blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One UNet evaluation steered by the condition; returns (the UNet's prediction, z_s)."""
         ctx = self.context(z_t.shape[0], z_t.device)
-        z_s = eac(z_blur, self.kernels(z_blur, z_t, t, ctx), self.kernel_size)
+        z_s = self.z_s(z_blur, z_t, t, ctx)
         down, mid = self.controlnet(z_t, t, ctx, controlnet_cond=torch.cat([z_blur, z_s], dim=1), return_dict=False)
         pred = self.unet(z_t, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
         return pred, z_s
@@ -110,8 +116,7 @@ class DeblurDiff(LatentMethod):
         z_sharp = self.encode_as(sharp, sample=self.posterior_sample, generator=generator)
         z_t, noise, t = self.noisy(z_sharp, generator=generator)
         if self.diffusion_weight == 0:
-            z_s = eac(z_blur, self.kernels(z_blur, z_t, t, self.context(len(z_t), z_t.device)), self.kernel_size)
-            return self.latent_weight * F.mse_loss(z_s, z_sharp)
+            return self.latent_weight * F.mse_loss(self.z_s(z_blur, z_t, t), z_sharp)
         pred, z_s = self.denoise(z_t, t, z_blur)
         diffusion = F.mse_loss(pred, self.schedule.target(z_sharp, noise, t))
         return self.diffusion_weight * diffusion + self.latent_weight * F.mse_loss(z_s, z_sharp)
@@ -139,12 +144,12 @@ class DeblurDiff(LatentMethod):
             return super().anchor(start, x, z_cond, noise, steps, tile)
         c, first = self.unet.config.in_channels, self.schedule.timesteps(steps)[0][0]
 
-        def z_s(u: torch.Tensor) -> torch.Tensor:
+        def first_z_s(u: torch.Tensor) -> torch.Tensor:
             z_t, z_blur = u[:, :c], u[:, c:]
             t = torch.full((len(u),), first, device=u.device)
-            return eac(z_blur, self.kernels(z_blur, z_t, t, self.context(len(u), u.device)), self.kernel_size)
+            return self.z_s(z_blur, z_t, t)
 
-        return self.over_latent(z_s, torch.cat([noise, z_cond], 1), tile)
+        return self.over_latent(first_z_s, torch.cat([noise, z_cond], 1), tile)
 
     def kernel_picture(self, z: torch.Tensor, z_blur: torch.Tensor, size: tuple[int, int], tile: int) -> torch.Tensor:
         """The kernels the LKPN predicts for the result (z_t = the final latent, t = 0), drawn by :func:`kernel_map`:
