@@ -324,3 +324,29 @@ def test_lkpn_stage_trains_the_lkpn_alone_on_the_latent_loss():
     assert with_grads == {"lkpn"}
     with pytest.raises(ValueError, match="not both 0"):
         DeblurDiffSmall(**sizes, diffusion_weight=0.0, latent_weight=0.0)
+
+
+def test_lkpn_stage_at_the_anchor_timesteps_draws_only_late_t():
+    """``latent_t_min`` (the LKPN stage only): the latent loss is the one at timesteps drawn in [t_min, T), the same
+    draw as ``noisy(..., t_min)``; a joint stage, whose diffusion loss needs every t, refuses it, as does a t_min
+    beyond the schedule."""
+    from unblur.methods.deblurdiff import DeblurDiffSmall
+
+    sizes = {**TINY_METHODS["deblurdiff-small"], "lkpn_levels": 1}
+    torch.manual_seed(0)
+    net = DeblurDiffSmall(**sizes, diffusion_weight=0.0, latent_t_min=800).train()
+    blurred, sharp = batch()
+    z_blur, z_sharp = net.condition(blurred), net.encode(sharp)
+    _, _, t = net.noisy(z_sharp.repeat(64, 1, 1, 1), generator=torch.Generator().manual_seed(1), t_min=800)
+    assert t.min() >= 800 and t.max() < 1000 and len(set(t.tolist())) > 10
+    with torch.no_grad():  # give the LKPN kernels that depend on t, so the two draws below can differ
+        net.lkpn.ending[-1].bias.normal_(0, 0.05)
+        z_t, _, t = net.noisy(z_sharp, generator=torch.Generator().manual_seed(2), t_min=800)
+        expected = F.mse_loss(net.z_s(z_blur, z_t, t), z_sharp)
+        assert torch.allclose(net.loss(blurred, sharp, generator=torch.Generator().manual_seed(2)), expected)
+        z_t, _, t = net.noisy(z_sharp, generator=torch.Generator().manual_seed(2))
+        assert t.max() < 800  # this seed's plain draw lies below t_min: the loss above was not that one
+    with pytest.raises(ValueError, match="LKPN stage"):
+        DeblurDiffSmall(**sizes, latent_t_min=800)
+    with pytest.raises(ValueError, match="latent_t_min must be in"):
+        DeblurDiffSmall(**sizes, diffusion_weight=0.0, latent_t_min=1000)

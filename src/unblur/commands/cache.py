@@ -21,6 +21,11 @@ def add_parser(sub) -> None:
     c.add_argument("--pairs", type=int, default=24576, metavar="N", help="number of pairs (default 24576)")
     c.add_argument("--crop", type=int, default=176, metavar="PX", help="side of each stored crop (default 176)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--photo-side",
+        metavar="LO,HI",
+        help="see each crop's photo downscaled first, its long side drawn in [LO, HI] px (default: photos as they are)",
+    )
     c.add_argument("--shard", type=int, default=256, metavar="N", help="pairs per file (default 256)")
     c.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: one per core)")
     c.add_argument("-q", "--quiet", action="store_true")
@@ -38,6 +43,14 @@ def run(args) -> int:
     for name in ("pairs", "crop", "shard"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
+    photo_side = None
+    if args.photo_side:
+        try:
+            photo_side = tuple(float(v) for v in args.photo_side.split(","))
+        except ValueError:
+            photo_side = ()
+        if len(photo_side) != 2 or not 0 < photo_side[0] <= photo_side[1]:
+            raise UsageError(f"--photo-side wants two lengths LO,HI in pixels with 0 < LO <= HI, not {args.photo_side!r}")
     workers = args.workers or cpu_cores()
     bar = tqdm(desc=f"cache {args.preset}", unit="shard", disable=args.quiet)
 
@@ -48,7 +61,8 @@ def run(args) -> int:
 
     try:
         info = build_cache(
-            args.sharp_dir, args.output, args.preset, args.pairs, args.crop, args.seed, args.shard, workers, progress
+            args.sharp_dir, args.output, args.preset, args.pairs, args.crop, args.seed, args.shard, workers, progress,
+            photo_side,
         )
     except (KeyError, ValueError, FileNotFoundError) as err:
         raise UsageError(str(err).strip("'\"")) from None

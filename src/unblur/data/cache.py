@@ -36,13 +36,13 @@ def _shard_name(k: int) -> str:
 
 def _make_shard(args) -> tuple[int, float]:
     """Worker: synthesise shard ``k`` and write it; returns (k, seconds)."""
-    folder, out, preset, crop, shard, seed, k = args
+    folder, out, preset, crop, shard, seed, photo_side, k = args
     from unblur.data.synthetic import SyntheticPairs
 
     torch.set_num_threads(1)
     t0 = time.time()
     images = _images(folder)
-    blurred, sharp = SyntheticPairs(images, crop, shard, seed, preset)[k]
+    blurred, sharp = SyntheticPairs(images, crop, shard, seed, preset, photo_side=photo_side)[k]
     pairs = torch.stack([blurred, sharp], dim=1).permute(0, 1, 3, 4, 2).mul(255).round().clamp(0, 255).to(torch.uint8)
     with atomic_write(Path(out) / _shard_name(k), suffix=".npy") as tmp:
         np.save(tmp, pairs.numpy())
@@ -71,8 +71,11 @@ def build_cache(
     shard: int = 256,
     workers: int = 2,
     progress=None,
+    photo_side: tuple[float, float] | None = None,
 ) -> dict:
     """Write (or finish) a cache of ``pairs`` crops of ``preset`` from the photos of ``folder`` into ``out``.
+
+    ``photo_side`` (lo, hi): each crop's photo seen at a random scale first (``SyntheticPairs``); None: as it is.
 
     ``progress(done, total)`` is called after each shard. Returns the cache's description (``cache.json``).
     A folder that holds a cache made with other settings is refused (ValueError).
@@ -91,6 +94,8 @@ def build_cache(
         "photos": Path(folder).name,
         "photo_count": len(_images(str(folder))),
     }
+    if photo_side is not None:  # recorded only when set, so caches made before the option still match
+        info["photo_side"] = [float(v) for v in photo_side]
     done_file = out / "cache.json"
     if done_file.exists():
         old = json.loads(done_file.read_text())
@@ -107,7 +112,7 @@ def build_cache(
     count = -(-pairs // shard)
     todo = [k for k in range(count) if not (out / _shard_name(k)).exists()]
     t0 = time.time()
-    jobs = [(str(folder), str(out), preset, crop, shard, seed, k) for k in todo]
+    jobs = [(str(folder), str(out), preset, crop, shard, seed, photo_side, k) for k in todo]
     finished = count - len(todo)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

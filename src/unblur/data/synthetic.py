@@ -89,11 +89,36 @@ def _render_kernels(spec, windows: list, rngs: list, m: int, noise: torch.Genera
     return (*pair, spec.partial_exposures(sharp, [d["path"] for d in draws], fractions, padding="valid"))
 
 
-def _random_window(images: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    """A size x size window at a random place of a random one of ``images`` (reflected up to size if smaller)."""
-    img = _pad_to(images[int(rng.integers(len(images)))], size)
+def _random_window(
+    images: list[np.ndarray], size: int, rng: np.random.Generator, photo_side: tuple[float, float] | None = None
+) -> np.ndarray:
+    """A size x size window at a random place of a random one of ``images`` (reflected up to size if smaller).
+
+    ``photo_side`` (lo, hi): the photo is first seen as if area-downscaled so that its long side is a length
+    drawn log-uniformly in [lo, hi] pixels (never upscaled, and never below ``size`` on its short side):
+    the window is cut at the photo's own resolution, ``size`` times the factor, and box-filtered down to
+    ``size``. None: the photo as it is (the draw is then skipped, so earlier seeds give the same windows).
+    """
+    img = images[int(rng.integers(len(images)))]
+    if photo_side is not None:
+        lo, hi = photo_side
+        side = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        factor = min(max(img.shape[:2]) / side, min(img.shape[:2]) / size)
+        if factor > 1:
+            return _scaled_window(img, size, factor, rng)
+    img = _pad_to(img, size)
     y, x = int(rng.integers(img.shape[0] - size + 1)), int(rng.integers(img.shape[1] - size + 1))
     return img[y : y + size, x : x + size]
+
+
+def _scaled_window(img: np.ndarray, size: int, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """A random window of ``img`` of side ``size * factor`` (factor > 1), area-averaged down to size x size."""
+    from PIL import Image
+
+    span = min(int(round(size * factor)), *img.shape[:2])
+    y, x = int(rng.integers(img.shape[0] - span + 1)), int(rng.integers(img.shape[1] - span + 1))
+    window = Image.fromarray(np.ascontiguousarray(img[y : y + span, x : x + span]))
+    return np.asarray(window.resize((size, size), Image.BOX))
 
 
 def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -120,7 +145,10 @@ class SyntheticPairs(torch.utils.data.Dataset):
     Crops are taken with a margin of context (the largest blur's reach) and blurred with
     no border assumption, so every output pixel saw real scene content. Crops flatter
     than ``min_detail`` are re-drawn (up to 10 times). ``preset`` names one blur preset
-    or a mixture ``"a+b"`` (each crop draws one of them).
+    or a mixture ``"a+b"`` (each crop draws one of them). ``photo_side`` (lo, hi) sees each
+    crop's photo at a random scale first, its long side drawn in [lo, hi] pixels (see
+    :func:`_random_window`): a large photo then also gives crops as dense in detail as a
+    downscaled one, the way photos are shown, shared and benchmarked.
 
     ``exposure_fractions`` (n values in [0, 1], for BlurDM's ``exposure_weight``; the
     ``uniform-kernel`` preset only) makes item ``s`` a dict ``{"blurred", "sharp", "exposures"}``
@@ -140,8 +168,12 @@ class SyntheticPairs(torch.utils.data.Dataset):
         length: int = 10**9,
         offset: int = 0,
         exposure_fractions=None,
+        photo_side: tuple[float, float] | None = None,
     ):
         self.images, self.crop, self.batch, self.seed, self.offset = images, crop, batch, seed, offset
+        if photo_side is not None and not 0 < photo_side[0] <= photo_side[1]:
+            raise ValueError(f"photo_side must be two lengths lo <= hi in pixels, not {photo_side}")
+        self.photo_side = None if photo_side is None else (float(photo_side[0]), float(photo_side[1]))
         self.specs = presets(preset)
         self.fractions = None if exposure_fractions is None else tuple(float(f) for f in exposure_fractions)
         if self.fractions is not None and (len(self.specs) > 1 or not hasattr(self.specs[0], "partial_exposures")):
@@ -156,7 +188,7 @@ class SyntheticPairs(torch.utils.data.Dataset):
         size = self.crop + 2 * self.margin
         best, best_detail = None, -1.0
         for _ in range(10):
-            crop = _random_window(self.images, size, rng)
+            crop = _random_window(self.images, size, rng, self.photo_side)
             detail = _detail(crop)
             if detail > best_detail:
                 best, best_detail = crop, detail

@@ -58,7 +58,7 @@ class DeblurDiff(LatentMethod):
         sampler: str = "ddim",
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False, colour_fix: str = "clamped",
         strength: float = 1.0, start: str = "zs", spacing: str | None = None,
-        diffusion_weight: float = 1.0, lkpn_levels: int = 2,
+        diffusion_weight: float = 1.0, lkpn_levels: int = 2, latent_t_min: int = 0,
     ):  # fmt: skip
         super().__init__(sd, latent_scale, val_steps, sampler, colour_fix, strength, start, spacing)
         from diffusers import ControlNetModel
@@ -78,7 +78,12 @@ class DeblurDiff(LatentMethod):
             self.lkpn = LKPN(latent_channels=c, width=lkpn_width, kernel_size=kernel_size, levels=lkpn_levels)
         if diffusion_weight < 0 or latent_weight < 0 or diffusion_weight + latent_weight == 0:
             raise ValueError(f"diffusion_weight and latent_weight must be >= 0, not both 0 (got {diffusion_weight:g}, {latent_weight:g})")
+        if latent_t_min and diffusion_weight:
+            raise ValueError("latent_t_min is for the LKPN stage (diffusion_weight 0): the diffusion loss needs every timestep")
+        if not 0 <= latent_t_min < self.schedule.num_train_timesteps:
+            raise ValueError(f"latent_t_min must be in [0, {self.schedule.num_train_timesteps}), got {latent_t_min}")
         self.kernel_size, self.latent_weight, self.diffusion_weight = kernel_size, latent_weight, diffusion_weight
+        self.latent_t_min = latent_t_min
         self.condition_range, self.posterior_sample = condition_range, posterior_sample
 
     def context(self, batch: int, device) -> torch.Tensor:
@@ -114,7 +119,7 @@ class DeblurDiff(LatentMethod):
         docstring) neither the ControlNet nor the UNet runs: only the LKPN and the EAC train, at a fraction of the cost."""
         z_blur = self.condition(blurred, generator=generator)
         z_sharp = self.encode_as(sharp, sample=self.posterior_sample, generator=generator)
-        z_t, noise, t = self.noisy(z_sharp, generator=generator)
+        z_t, noise, t = self.noisy(z_sharp, generator=generator, t_min=self.latent_t_min)
         if self.diffusion_weight == 0:
             return self.latent_weight * F.mse_loss(self.z_s(z_blur, z_t, t), z_sharp)
         pred, z_s = self.denoise(z_t, t, z_blur)
@@ -210,7 +215,9 @@ class DeblurDiffSmall(DeblurDiff):
     on the latent loss MSE(z_s, z_sharp), with neither UNet nor ControlNet in the step (one CPU core: 0.98 s per
     step of 8 crops of 128², where a joint step on prior-f2 took 2.0 s for 8 of 96²); a later stage (``train.init``: its file) trains the ControlNet with it. The authors train the
     two together from the start; we split them because on a CPU the ControlNet's steps are what the budget cannot
-    pay for, and z_s is where anchored sampling starts.
+    pay for, and z_s is where anchored sampling starts. ``latent_t_min`` > 0 (that stage only) draws its timesteps in
+    [latent_t_min, T) instead of all of them: where z_t is near pure noise, as when the anchor computes z_s at the
+    first sampling timestep, the LKPN has only z_blur to go on and must deblur it itself.
     The settings default to our choices (:class:`DeblurDiff`); the empty prompt is one all-zero token.
 
     Its model file holds every weight (VAE included: a few MiB).
@@ -236,7 +243,7 @@ class DeblurDiffSmall(DeblurDiff):
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False,
         colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
         vae_mid_attention: bool = True, prior: str | None = None, clip_sample: float = 1.0,
-        diffusion_weight: float = 1.0, lkpn_levels: int = 2,
+        diffusion_weight: float = 1.0, lkpn_levels: int = 2, latent_t_min: int = 0,
     ):  # fmt: skip
         from unblur.methods.small_sd import build_on_vae, load_trained_prior
 
@@ -253,6 +260,7 @@ class DeblurDiffSmall(DeblurDiff):
         super().__init__(
             sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale, sampler,
             lkpn, condition_range, posterior_sample, colour_fix, strength, start, spacing, diffusion_weight, lkpn_levels,
+            latent_t_min,
         )  # fmt: skip
         self.unet.requires_grad_(train_unet and diffusion_weight > 0)
         self.schedule.clip = clip_sample  # as SmallPrior's: 1 as the bundled files were validated, 0 never clamps

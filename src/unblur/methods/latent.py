@@ -154,11 +154,11 @@ class LatentMethod(Method):
         return False
 
     # -- training -------------------------------------------------------------------------------
-    def noisy(self, z0: torch.Tensor, t_max: int | None = None, generator: torch.Generator | None = None):
-        """Noise and timesteps t in [0, t_max) (default: the whole schedule) drawn on the CPU generator
+    def noisy(self, z0: torch.Tensor, t_max: int | None = None, generator: torch.Generator | None = None, t_min: int = 0):
+        """Noise and timesteps t in [t_min, t_max) (default: the whole schedule) drawn on the CPU generator
         (the engine seeds and checkpoints the global one): returns (z_t, noise, t)."""
         noise = torch.randn(z0.shape, generator=generator).to(z0)
-        t = torch.randint(0, t_max or self.schedule.num_train_timesteps, (z0.shape[0],), generator=generator)
+        t = torch.randint(t_min, t_max or self.schedule.num_train_timesteps, (z0.shape[0],), generator=generator)
         t = t.to(z0.device)
         return self.schedule.add_noise(z0, noise, t), noise, t
 

@@ -39,6 +39,9 @@ DEFAULTS: dict = {
         "val": "photos/val",  # folder of sharp photos for the fixed validation crops ("" for none)
         "preset": "uniform-kernel",  # blur preset (unblur.blur.synth.PRESETS) or a mixture "a+b"
         "crop": 128,  # training crop side, pixels
+        # [lo, hi]: each crop's photo seen area-downscaled first, its long side drawn log-uniformly in [lo, hi]
+        # pixels (never upscaled), as benchmarks and shared photos are; null: photos at their own resolution
+        "photo_side": None,
         "batch": 8,  # per process (under torchrun the global batch is batch x processes)
         "workers": "auto",  # data-loader processes making pairs while the model trains; auto: the cores left per process
         "val_crop": 256,  # one centre crop of this side per validation photo

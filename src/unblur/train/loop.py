@@ -256,6 +256,7 @@ def train(cfg: dict, run_dir: str | Path, resume: str | None = None, quiet: bool
             dc["preset"],
             offset=rank * dc["batch"],
             exposure_fractions=model.exposure_fractions,
+            photo_side=dc["photo_side"],
         )
     if folder["target"]:  # BD-Diff: every step also gets crops of the unpaired blurred images of a target domain
         target = UnpairedCrops(load_folder(folder["target"]), dc["crop"], dc["batch"], tc["seed"], offset=rank * dc["batch"])
