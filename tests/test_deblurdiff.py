@@ -222,7 +222,8 @@ def test_prior_stage_trains_then_steers_frozen_under_deblurdiff(sharp_folder, tm
 
     sizes = dict(latent_channels=4, vae_widths=[8, 16], unet_widths=[8, 16], cross_attention_dim=8, latent_scale=0.5)
     model = DeblurDiffSmall(**sizes, vae_mid_attention=False, kernel_size=3, lkpn_width=8, train_unet=False, prior=str(prior_file))
-    assert model.scale == 0.5 and "prior" not in model.config
+    assert model.scale == 0.5 and model.config["prior"] is None  # a path of this machine: not recorded, the file holds all
+    assert not model.frozen_elsewhere and any(k.startswith("unet.") for k in model.state_dict())
     assert not any(p.requires_grad for p in [*model.unet.parameters(), *model.vae.parameters()])
     for ours, theirs in [(model.unet, prior.unet), (model.vae, prior.vae)]:
         assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
@@ -239,6 +240,58 @@ def test_prior_stage_trains_then_steers_frozen_under_deblurdiff(sharp_folder, tm
         DeblurDiffSmall(**{**sizes, "unet_widths": [8, 32]}, vae_mid_attention=False, prior=str(prior_file))
     with pytest.raises(ValueError, match="latent_scale"):
         DeblurDiffSmall(**{**sizes, "latent_scale": None}, vae_mid_attention=False, prior=str(prior_file))
+
+
+def test_a_model_on_a_component_prior_files_only_its_trained_parts(sharp_folder, tmp_path, monkeypatch):
+    """With the prior named as a registered component, the model file leaves the frozen UNet and VAE out and records
+    the component and a digest of its weights: it rebuilds from the component to the same samples, refuses a
+    component whose weights changed since, and an earlier stage's whole file can still start it (``train.init``)."""
+    import unblur.zoo
+    from unblur.methods.deblurdiff import DeblurDiffSmall
+    from unblur.modelfile import load_model_file, save_model_file
+    from unblur.train.loop import train
+    from unblur.zoo import ModelEntry
+
+    tiny = {k: v for k, v in TINY_METHODS["small-prior"].items() if k != "strength"}
+    prior_cfg = engine_config(
+        sharp_folder, 2, "model.arch=small-prior", *(f"model.{k}={v}" for k, v in tiny.items()), "model.latent_scale=0.5"
+    )
+    train(prior_cfg, tmp_path / "prior", quiet=True)
+    prior_file = tmp_path / "prior" / "last.safetensors"
+    entry = ModelEntry("tiny-prior", str(prior_file), "a tiny prior", "tests")
+    monkeypatch.setitem(unblur.zoo.COMPONENTS, "tiny-prior", entry)
+    sizes = dict(latent_channels=4, vae_widths=[8, 16], unet_widths=[8, 16], cross_attention_dim=8, latent_scale=0.5)
+    args = dict(**sizes, vae_mid_attention=False, kernel_size=3, lkpn_width=8, train_unet=False)
+
+    torch.manual_seed(0)
+    model = DeblurDiffSmall(**args, prior="tiny-prior")
+    assert model.frozen_elsewhere and model.config["prior"] == "tiny-prior" and len(model.config["prior_digest"]) == 16
+    with torch.no_grad():
+        model.lkpn.ending[-1].bias.normal_(0, 0.05)  # trained parts that differ from a fresh model's
+    assert not any(k.startswith(("unet.", "vae.")) for k in model.state_dict()) and "lkpn.ending.2.bias" in model.state_dict()
+    path = save_model_file(tmp_path / "slim.safetensors", model, "deblurdiff-small")
+    whole = DeblurDiffSmall(**args, prior=str(prior_file))  # the same model, its file holding every weight
+    whole.load_state_dict(model.state_dict(), strict=False)
+    whole_path = save_model_file(tmp_path / "whole.safetensors", whole, "deblurdiff-small")
+    assert path.stat().st_size < 0.7 * whole_path.stat().st_size
+    loaded, _ = load_model_file(path)
+    x = torch.rand(1, 3, 16, 16)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(loaded.sample(x, 2, gen()), model.sample(x, 2, gen()))
+    # an earlier stage's whole file starts the slim model; one trained on other frozen weights does not
+    fresh = DeblurDiffSmall(**args, prior="tiny-prior")
+    fresh.init_from(load_model_file(whole_path)[0], "deblurdiff-small")
+    assert torch.equal(fresh.lkpn.ending[-1].bias, model.lkpn.ending[-1].bias)
+    other = DeblurDiffSmall(**sizes, vae_mid_attention=False, kernel_size=3, lkpn_width=8, train_unet=False)
+    with pytest.raises(ValueError, match="another UNet and VAE"):
+        fresh.init_from(other, "deblurdiff-small")
+    # the component's weights change (a later link of the prior): the slim file is refused in one line
+    changed, meta = load_model_file(prior_file)
+    with torch.no_grad():
+        next(changed.unet.parameters()).add_(0.01)
+    save_model_file(prior_file, changed, meta["arch"])
+    with pytest.raises(ValueError, match="another version of component 'tiny-prior'"):
+        load_model_file(path)
 
 
 def test_steps_and_samples_are_refused_for_a_regression_model(tmp_path, photo, capsys):

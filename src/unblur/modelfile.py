@@ -33,6 +33,19 @@ def save_model_file(path: str | Path, model: torch.nn.Module, arch: str, info: d
     return path
 
 
+def weights_digest(*modules: torch.nn.Module) -> str:
+    """A short hex digest of the modules' weights as fp16 (so the same weights give it from an fp16 or fp32 file):
+    the identity of frozen parts a model file names instead of holding (16 hex digits of SHA-256)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for module in modules:
+        for name, value in sorted(module.state_dict().items()):
+            h.update(name.encode())
+            h.update((value.half() if value.is_floating_point() else value).detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def read_model_meta(path: str | Path) -> dict:
     """A model file's metadata (``arch``, ``config`` and the writer's extras), without reading its weights."""
     from safetensors import safe_open

@@ -46,6 +46,10 @@ class DeblurDiff(LatentMethod):
     predicts_kernels = True
     anchors = ("zs", "blurred")
     CONDITION_RANGES = ("signed", "unit")
+    #: the frozen parts (the latent diffusion model's UNet and VAE) that a model file leaves out when
+    #: ``frozen_elsewhere``: they are read again from where they came from whenever the model is built
+    FROZEN = ("unet.", "vae.")
+    frozen_elsewhere = False
 
     def __init__(
         self,
@@ -85,6 +89,38 @@ class DeblurDiff(LatentMethod):
         self.kernel_size, self.latent_weight, self.diffusion_weight = kernel_size, latent_weight, diffusion_weight
         self.latent_t_min = latent_t_min
         self.condition_range, self.posterior_sample = condition_range, posterior_sample
+
+    def state_dict(self, *args, **kwargs):
+        """Every weight, or (``frozen_elsewhere``) the trained parts only."""
+        state = super().state_dict(*args, **kwargs)
+        if not self.frozen_elsewhere:
+            return state
+        prefix = kwargs.get("prefix", "")
+        return type(state)((k, v) for k, v in state.items() if not k[len(prefix) :].startswith(self.FROZEN))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module``'s; with ``frozen_elsewhere`` the frozen parts stay as built and may be absent."""
+        if not self.frozen_elsewhere:
+            return super().load_state_dict(state_dict, strict, assign)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(self.FROZEN)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"DeblurDiff weights do not fit: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
+        return result
+
+    def init_from(self, trained: torch.nn.Module, arch: str) -> None:
+        """As :meth:`Method.init_from`; a model whose file holds every weight (an earlier stage's, written before files
+        left the frozen parts out) may also start one that takes them from elsewhere, if they are the same."""
+        if not (self.frozen_elsewhere and type(trained) is type(self) and not trained.frozen_elsewhere):
+            return super().init_from(trained, arch)
+        from unblur.modelfile import weights_digest
+
+        if weights_digest(trained.unet, trained.vae) != weights_digest(self.unet, self.vae):
+            raise ValueError(f"its model ({arch}) was trained on another UNet and VAE than this config's prior")
+        theirs, ours = {k: v for k, v in trained.state_dict().items() if not k.startswith(self.FROZEN)}, self.state_dict()
+        if theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
+            raise ValueError(f"its model ({arch}, {trained.config}) differs from the config's")
+        self.load_state_dict(theirs)
 
     def context(self, batch: int, device) -> torch.Tensor:
         """The empty prompt the UNet, the ControlNet (and the authors' LKPN) attend to: here one all-zero token,
@@ -208,7 +244,11 @@ class DeblurDiffSmall(DeblurDiff):
     photos before, and (``train_unet`` false) stay frozen while the ControlNet, initialised from the prior's
     encoder, and the LKPN train, as in the paper; the sizes and ``latent_scale`` given here must be the prior's. Without it the UNet
     trains with the ControlNet and the LKPN (``train_unet``) from scratch, the VAE trained in its own stage
-    (``vae``). Both paths are read at construction only; the weights then live in this model's state dict.
+    (``vae``). A prior given as a bundled component's name (``prior-f2``) is recorded with ``prior_digest``, a
+    digest of its frozen weights, and model files then hold the trained parts only (the frozen UNet and VAE are
+    read from the component whenever the model is built; a component whose weights changed since is refused
+    in one line); a prior given as a path, or a VAE (``vae``), is read at construction only and its weights
+    live in this model's files, whole.
     ``clip_sample``: as :class:`~unblur.methods.small_sd.SmallPrior`'s (1, the default, clamps clean estimates to
     [-1, 1] while sampling, as the bundled files were validated; 0 never clamps).
     ``diffusion_weight`` 0 is our LKPN stage: only the LKPN (``lkpn_width``, ``lkpn_levels`` downsamplings) trains,
@@ -223,7 +263,7 @@ class DeblurDiffSmall(DeblurDiff):
     Its model file holds every weight (VAE included: a few MiB).
     """
 
-    @register_to_config(ignore=("vae", "prior"))
+    @register_to_config(ignore=("vae",))
     def __init__(
         self,
         latent_channels: int = 4,
@@ -243,9 +283,11 @@ class DeblurDiffSmall(DeblurDiff):
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False,
         colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
         vae_mid_attention: bool = True, prior: str | None = None, clip_sample: float = 1.0,
-        diffusion_weight: float = 1.0, lkpn_levels: int = 2, latent_t_min: int = 0,
+        diffusion_weight: float = 1.0, lkpn_levels: int = 2, latent_t_min: int = 0, prior_digest: str | None = None,
     ):  # fmt: skip
         from unblur.methods.small_sd import build_on_vae, load_trained_prior
+        from unblur.modelfile import weights_digest
+        from unblur.zoo import COMPONENTS
 
         if prior:
             if vae:
@@ -264,6 +306,18 @@ class DeblurDiffSmall(DeblurDiff):
         )  # fmt: skip
         self.unet.requires_grad_(train_unet and diffusion_weight > 0)
         self.schedule.clip = clip_sample  # as SmallPrior's: 1 as the bundled files were validated, 0 never clamps
+        # a component stays where it is, named and checked; a path of this machine is not recorded (the weights are)
+        self.frozen_elsewhere = bool(prior) and str(prior) in COMPONENTS and not any(p.requires_grad for p in self.unet.parameters())
+        if self.frozen_elsewhere:
+            digest = weights_digest(self.unet, self.vae)
+            if prior_digest is not None and prior_digest != digest:
+                raise ValueError(
+                    f"this model was trained on another version of component '{prior}' (weights {prior_digest}, "
+                    f"here {digest}): use the version it was trained on"
+                )
+            self.config["prior_digest"] = digest
+        else:
+            self.config.update(prior=None, prior_digest=None)
 
 
 class DeblurDiffSD(DeblurDiff):
@@ -314,7 +368,7 @@ class DeblurDiffSD(DeblurDiff):
         self.sd_path, self.empty_prompt = sd, empty_prompt
         self.register_buffer("empty_context", None)  # (1, tokens, cross_attention_dim): from a model file, or on first use
 
-    FROZEN = ("unet.", "vae.")
+    frozen_elsewhere = True  # SD's UNet and VAE are read from ``sd``
 
     def context(self, batch: int, device) -> torch.Tensor:
         """The empty prompt (``empty_prompt``), (B, tokens, cross_attention_dim)."""
@@ -350,9 +404,7 @@ class DeblurDiffSD(DeblurDiff):
 
     def state_dict(self, *args, **kwargs):
         self.prompt()  # a model file always holds the empty prompt it was trained with
-        state = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        return type(state)((k, v) for k, v in state.items() if not k[len(prefix) :].startswith(self.FROZEN))
+        return super().state_dict(*args, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Loads the trained parts and the empty prompt (a file without one was written before it was stored: the
