@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 
 import torch
 
@@ -68,6 +69,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if native else torch.float32
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 is for CUDA devices; on a CPU use bf16 or fp32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        # oneDNN has no bf16 convolution there: PyTorch's reference one runs instead, many times slower than fp32
+        warnings.warn("this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 runs far slower than fp32 here", stacklevel=2)
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
