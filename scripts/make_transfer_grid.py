@@ -4,7 +4,8 @@ Blur sources: one photo blurred by a few camera-shake kernels of the ``uniform-k
 so the true transfer is known: each structure photo exposed with the same kernel in linear light. For every
 structure and blur: the model's transfer and the true re-blur, each cell labelled with its PSNR against the truth;
 the first column holds the structure itself, the "no transfer" floor, labelled with its PSNR against the true
-re-blur by the first kernel (the table printed at the end gives every pair). Uses scikit-image's public-domain
+re-blur by the first kernel (the table printed at the end gives every pair, and how far apart one structure's
+transfers under different blurs are). Uses scikit-image's public-domain
 photos (so the figure can be committed) at 128 x 128 px; needs scikit-image.
 
     python scripts/make_transfer_grid.py [--model bd-diff-small] [--steps N] [--seed 0]
@@ -60,7 +61,7 @@ def main() -> None:
 
     head = [(np.ones_like(source), "blur source ->")] + [(b, f"blur {j + 1}") for j, (b, _, _) in enumerate(blurs)]
     kernels = [(np.ones_like(source), "its kernel ->")] + [(kernel_picture(k, SIDE), f"{n} px") for _, k, n in blurs]
-    rows, table = [head, kernels], []
+    rows, table, alike = [head, kernels], [], []
     for name, sharp in structures.items():
         x = torch.from_numpy(sharp).permute(2, 0, 1)[None]
         truths = [spec.expose(x, torch.from_numpy(k)[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy() for _, k, _ in blurs]
@@ -70,6 +71,7 @@ def main() -> None:
                 out = model.transfer(image_tensor(sharp), image_tensor(b), steps=steps, generator=torch.Generator().manual_seed(args.seed))
             made.append(tensor_image(out))
             table.append((name, j + 1, psnr(made[-1], truths[j]), psnr(sharp, truths[j])))
+        alike += [psnr(made[i], made[j]) for i in range(len(made)) for j in range(i + 1, len(made))]
         rows.append([(sharp, f"{name}: {psnr(sharp, truths[0]):.1f} dB")] + [(m, f"BD-Diff {psnr(m, t):.1f} dB") for m, t in zip(made, truths)])
         rows.append([(np.ones_like(sharp), "true re-blur ->")] + [(t, "truth") for t in truths])
     write_image(args.out, comparison(rows, height=SIDE), overwrite=True)
@@ -78,6 +80,7 @@ def main() -> None:
     for name, j, made_db, floor_db in table:
         print(f"{name:10s} {j:4d}  {made_db:21.2f}  {floor_db:32.2f}")
     print(f"mean: transfer {np.mean([r[2] for r in table]):.2f} dB, structure unchanged {np.mean([r[3] for r in table]):.2f} dB")
+    print(f"one structure's transfers under two different blurs: {np.mean(alike):.2f} dB apart (PSNR of one against the other)")
 
 
 if __name__ == "__main__":
