@@ -1,6 +1,7 @@
 """DeblurDiff on a tiny random SD-shaped model: frozen parts stay frozen, the loss falls, sampling is seeded."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,6 +293,36 @@ def test_a_model_on_a_component_prior_files_only_its_trained_parts(sharp_folder,
     save_model_file(prior_file, changed, meta["arch"])
     with pytest.raises(ValueError, match="another version of component 'tiny-prior'"):
         load_model_file(path)
+
+
+def test_growing_the_eac_kernels_keeps_every_sample(tmp_path):
+    """scripts/grow_lkpn_kernel.py: the LKPN's k x k kernels become the centres of larger ones, zero around them, so
+    z_s and the samples are unchanged and the new model's file says the new kernel size; a -0 weight digests as +0."""
+    import subprocess
+    import sys
+
+    from unblur.methods.deblurdiff import DeblurDiffSmall
+    from unblur.modelfile import load_model_file, save_model_file, weights_digest
+
+    torch.manual_seed(0)
+    model = DeblurDiffSmall(**{**TINY_METHODS["deblurdiff-small"], "kernel_size": 3})
+    with torch.no_grad():
+        model.lkpn.ending[-1].weight.normal_(0, 0.02)
+        model.lkpn.ending[-1].bias.normal_(0, 0.02)
+    save_model_file(tmp_path / "k3.safetensors", model, "deblurdiff-small")
+    script = Path(__file__).parents[1] / "scripts" / "grow_lkpn_kernel.py"
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "k3.safetensors"), str(tmp_path / "k7.safetensors"),
+                        "--kernel", "7"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    grown, meta = load_model_file(tmp_path / "k7.safetensors")
+    assert meta["config"]["kernel_size"] == 7 and grown.lkpn.ending[-1].out_channels == model.unet.config.in_channels * 49
+    x = torch.rand(1, 3, 32, 32)
+    gen = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    assert torch.allclose(grown.sample(x, 2, gen(), strength=0.5), model.sample(x, 2, gen(), strength=0.5), atol=1e-6)
+    plus, minus = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        plus.weight.fill_(0.0), minus.weight.fill_(-0.0), plus.bias.fill_(1.0), minus.bias.fill_(1.0)
+    assert weights_digest(plus) == weights_digest(minus)
 
 
 def test_steps_and_samples_are_refused_for_a_regression_model(tmp_path, photo, capsys):

@@ -35,14 +35,18 @@ def save_model_file(path: str | Path, model: torch.nn.Module, arch: str, info: d
 
 def weights_digest(*modules: torch.nn.Module) -> str:
     """A short hex digest of the modules' weights as fp16 (so the same weights give it from an fp16 or fp32 file):
-    the identity of frozen parts a model file names instead of holding (16 hex digits of SHA-256)."""
+    the identity of frozen parts a model file names instead of holding (16 hex digits of SHA-256). -0 counts as
+    +0: they are equal weights (an EMA update of a frozen weight turns one into the other)."""
     import hashlib
 
     h = hashlib.sha256()
     for module in modules:
         for name, value in sorted(module.state_dict().items()):
+            value = value.detach().cpu()
+            if value.is_floating_point():
+                value = value.half() + 0.0  # + 0.0 turns -0 into +0
             h.update(name.encode())
-            h.update((value.half() if value.is_floating_point() else value).detach().cpu().contiguous().numpy().tobytes())
+            h.update(value.contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
