@@ -295,6 +295,34 @@ def test_a_model_on_a_component_prior_files_only_its_trained_parts(sharp_folder,
         load_model_file(path)
 
 
+def test_lkpn_stage_can_measure_z_s_as_the_image_it_decodes_to():
+    """``zs_loss: image``: the z_s term is the engine's image loss of decode(z_s) (through the frozen decoder) against
+    the sharp crop; gradients still reach the LKPN alone, and the loss falls. Without an image loss it is refused."""
+    from unblur.losses import ImageLoss
+    from unblur.methods.deblurdiff import DeblurDiffSmall
+    from unblur.train.config import DEFAULTS
+
+    sizes = {**TINY_METHODS["deblurdiff-small"], "lkpn_levels": 1}
+    torch.manual_seed(0)
+    net = DeblurDiffSmall(**sizes, diffusion_weight=0.0, zs_loss="image").train()
+    image_loss = ImageLoss({**DEFAULTS["loss"], "pixel": "l1"}, torch.device("cpu"))
+    blurred, sharp = batch()
+    noise = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    with torch.no_grad():
+        z_blur, z_sharp = net.condition(blurred), net.encode(sharp)
+        z_t, _, t = net.noisy(z_sharp, generator=noise())
+        decoded = net.decode(net.z_s(z_blur, z_t, t), clamp=False)
+        expected = (decoded - sharp).abs().mean()
+        assert torch.allclose(net.loss(blurred, sharp, generator=noise(), image_loss=image_loss), expected, atol=1e-6)
+    losses = adam_steps(net, lambda: net.loss(blurred, sharp, generator=noise(), image_loss=image_loss), 15)
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert parts_with_gradients(net) == {"lkpn"}
+    with pytest.raises(ValueError, match="needs the image loss"):
+        net.loss(blurred, sharp)
+    with pytest.raises(ValueError, match="zs_loss must be one of"):
+        DeblurDiffSmall(**sizes, zs_loss="pixels")
+
+
 def test_growing_the_eac_kernels_keeps_every_sample(tmp_path):
     """scripts/grow_lkpn_kernel.py: the LKPN's k x k kernels become the centres of larger ones, zero around them, so
     z_s and the samples are unchanged and the new model's file says the new kernel size; a -0 weight digests as +0."""
@@ -379,6 +407,24 @@ def test_sd_based_model_files_hold_only_the_trained_parts_and_load_with_sd(tiny_
     assert "--sd is for models built on a Stable Diffusion folder" in capsys.readouterr().err
 
 
+def adam_steps(net, loss_fn, steps: int, lr: float = 3e-3) -> list[float]:
+    """``steps`` Adam steps on ``loss_fn()`` over the trainable parameters; returns the losses."""
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def parts_with_gradients(net) -> set[str]:
+    """The top-level parts of ``net`` whose parameters got a non-zero gradient."""
+    return {n.split(".")[0] for n, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
 def test_lkpn_stage_trains_the_lkpn_alone_on_the_latent_loss():
     """``diffusion_weight`` 0 (our LKPN stage): the loss is the latent loss of z_s alone, only the LKPN gets
     gradients (the ControlNet and UNet never run), and it falls; weights that would train nothing are refused."""
@@ -395,17 +441,9 @@ def test_lkpn_stage_trains_the_lkpn_alone_on_the_latent_loss():
     with torch.no_grad():
         _, z_s = net.denoise(z_t, t, z_blur)
         assert torch.allclose(net.loss(blurred, sharp, generator=noise()), F.mse_loss(z_s, z_sharp))
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(20):
-        loss = net.loss(blurred, sharp, generator=noise())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_steps(net, lambda: net.loss(blurred, sharp, generator=noise()), 20)
     assert losses[-1] < 0.8 * losses[0], losses
-    with_grads = {n.split(".")[0] for n, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert with_grads == {"lkpn"}
+    assert parts_with_gradients(net) == {"lkpn"}
     with pytest.raises(ValueError, match="not both 0"):
         DeblurDiffSmall(**sizes, diffusion_weight=0.0, latent_weight=0.0)
 

@@ -46,6 +46,7 @@ class DeblurDiff(LatentMethod):
     predicts_kernels = True
     anchors = ("zs", "blurred")
     CONDITION_RANGES = ("signed", "unit")
+    ZS_LOSSES = ("latent", "image")
     #: the frozen parts (the latent diffusion model's UNet and VAE) that a model file leaves out when
     #: ``frozen_elsewhere``: they are read again from where they came from whenever the model is built
     FROZEN = ("unet.", "vae.")
@@ -62,7 +63,7 @@ class DeblurDiff(LatentMethod):
         sampler: str = "ddim",
         lkpn: str = "small", condition_range: str = "signed", posterior_sample: bool = False, colour_fix: str = "clamped",
         strength: float = 1.0, start: str = "zs", spacing: str | None = None,
-        diffusion_weight: float = 1.0, lkpn_levels: int = 2, latent_t_min: int = 0,
+        diffusion_weight: float = 1.0, lkpn_levels: int = 2, latent_t_min: int = 0, zs_loss: str = "latent",
     ):  # fmt: skip
         super().__init__(sd, latent_scale, val_steps, sampler, colour_fix, strength, start, spacing)
         from diffusers import ControlNetModel
@@ -87,7 +88,9 @@ class DeblurDiff(LatentMethod):
         if not 0 <= latent_t_min < self.schedule.num_train_timesteps:
             raise ValueError(f"latent_t_min must be in [0, {self.schedule.num_train_timesteps}), got {latent_t_min}")
         self.kernel_size, self.latent_weight, self.diffusion_weight = kernel_size, latent_weight, diffusion_weight
-        self.latent_t_min = latent_t_min
+        if zs_loss not in self.ZS_LOSSES:
+            raise ValueError(f"zs_loss must be one of {', '.join(self.ZS_LOSSES)}, got {zs_loss!r}")
+        self.latent_t_min, self.zs_loss = latent_t_min, zs_loss
         self.condition_range, self.posterior_sample = condition_range, posterior_sample
 
     def state_dict(self, *args, **kwargs):
@@ -148,24 +151,37 @@ class DeblurDiff(LatentMethod):
         pred = self.unet(z_t, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
         return pred, z_s
 
-    def loss(self, blurred: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self, blurred: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None, image_loss=None
+    ) -> torch.Tensor:
         """Training loss on a batch of (blurred, sharp) images in [0, 1]: ``diffusion_weight`` * diffusion loss +
-        ``latent_weight`` * latent loss of z_s. The sharp target always enters the VAE in [-1, 1];
-        ``posterior_sample`` draws both latents. With ``diffusion_weight`` 0 (our LKPN stage, see the class
-        docstring) neither the ControlNet nor the UNet runs: only the LKPN and the EAC train, at a fraction of the cost."""
+        ``latent_weight`` * the loss of z_s: MSE(z_s, z_sharp) (``zs_loss: latent``, the authors'), or
+        (``zs_loss: image``) ``image_loss`` of decode(z_s), through the frozen decoder, against the sharp image. The
+        sharp target always enters the VAE in [-1, 1]; ``posterior_sample`` draws both latents. With
+        ``diffusion_weight`` 0 (our LKPN stage, see the class docstring) neither the ControlNet nor the UNet runs:
+        only the LKPN and the EAC train, at a fraction of the cost."""
         z_blur = self.condition(blurred, generator=generator)
         z_sharp = self.encode_as(sharp, sample=self.posterior_sample, generator=generator)
         z_t, noise, t = self.noisy(z_sharp, generator=generator, t_min=self.latent_t_min)
         if self.diffusion_weight == 0:
-            return self.latent_weight * F.mse_loss(self.z_s(z_blur, z_t, t), z_sharp)
+            return self.latent_weight * self.zs_term(self.z_s(z_blur, z_t, t), z_sharp, sharp, image_loss)
         pred, z_s = self.denoise(z_t, t, z_blur)
         diffusion = F.mse_loss(pred, self.schedule.target(z_sharp, noise, t))
-        return self.diffusion_weight * diffusion + self.latent_weight * F.mse_loss(z_s, z_sharp)
+        return self.diffusion_weight * diffusion + self.latent_weight * self.zs_term(z_s, z_sharp, sharp, image_loss)
+
+    def zs_term(self, z_s: torch.Tensor, z_sharp: torch.Tensor, sharp: torch.Tensor, image_loss=None) -> torch.Tensor:
+        """How far z_s is from the sharp crop: in the latent (MSE) or, for ``zs_loss: image``, as an image."""
+        if self.zs_loss == "latent":
+            return F.mse_loss(z_s, z_sharp)
+        if image_loss is None:
+            raise ValueError("zs_loss: image needs the image loss (training_loss passes the engine's)")
+        decoded = (self.vae.decode(z_s / self.scale).sample + 1) / 2  # differentiable: the frozen decoder passes gradients
+        return image_loss(decoded.float(), sharp)
 
     def training_loss(self, batch: dict[str, torch.Tensor], image_loss) -> tuple[torch.Tensor, dict[str, float]]:
-        """:meth:`loss` (``image_loss`` is not used: both terms live in the latent space); noise and timesteps
-        come from the global generator, which the engine seeds and checkpoints."""
-        return self.loss(batch["blurred"], batch["sharp"]), {}
+        """:meth:`loss` (``image_loss``, the engine's, only for ``zs_loss: image``); noise and timesteps come from the
+        global generator, which the engine seeds and checkpoints."""
+        return self.loss(batch["blurred"], batch["sharp"], image_loss=image_loss), {}
 
     def predictor(self):
         c = self.unet.config.in_channels
@@ -257,7 +273,8 @@ class DeblurDiffSmall(DeblurDiff):
     two together from the start; we split them because on a CPU the ControlNet's steps are what the budget cannot
     pay for, and z_s is where anchored sampling starts. ``latent_t_min`` > 0 (that stage only) draws its timesteps in
     [latent_t_min, T) instead of all of them: where z_t is near pure noise, as when the anchor computes z_s at the
-    first sampling timestep, the LKPN has only z_blur to go on and must deblur it itself.
+    first sampling timestep, the LKPN has only z_blur to go on and must deblur it itself. ``zs_loss: image`` measures
+    z_s as the image it decodes to (the engine's image loss, through the frozen decoder) instead of in the latent.
     The settings default to our choices (:class:`DeblurDiff`); the empty prompt is one all-zero token.
 
     Its model file holds every weight (VAE included: a few MiB).
@@ -284,6 +301,7 @@ class DeblurDiffSmall(DeblurDiff):
         colour_fix: str = "clamped", strength: float = 1.0, start: str = "zs", spacing: str = "leading",
         vae_mid_attention: bool = True, prior: str | None = None, clip_sample: float = 1.0,
         diffusion_weight: float = 1.0, lkpn_levels: int = 2, latent_t_min: int = 0, prior_digest: str | None = None,
+        zs_loss: str = "latent",
     ):  # fmt: skip
         from unblur.methods.small_sd import build_on_vae, load_trained_prior
         from unblur.modelfile import weights_digest
@@ -302,7 +320,7 @@ class DeblurDiffSmall(DeblurDiff):
         super().__init__(
             sd, kernel_size, lkpn_width, latent_weight, val_steps, latent_scale, sampler,
             lkpn, condition_range, posterior_sample, colour_fix, strength, start, spacing, diffusion_weight, lkpn_levels,
-            latent_t_min,
+            latent_t_min, zs_loss,
         )  # fmt: skip
         self.unet.requires_grad_(train_unet and diffusion_weight > 0)
         self.schedule.clip = clip_sample  # as SmallPrior's: 1 as the bundled files were validated, 0 never clamps
