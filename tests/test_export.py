@@ -117,3 +117,27 @@ def test_average_weights_script_writes_the_mean_of_two_model_files_and_refuses_o
         runpy.run_path(script, run_name="__main__")
     assert exit.value.code != 0 and "is not the same network" in capsys.readouterr().err
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_export_model_script_halves_and_replaces_a_file_only_when_asked(tmp_path, monkeypatch):
+    """scripts/export_model.py: fp16 copy that loads back as the same network; an existing file is kept unless --overwrite."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from unblur import nn as backbones
+    from unblur.modelfile import load_model_file, save_model_file
+
+    torch.manual_seed(0)
+    src = str(save_model_file(tmp_path / "run.safetensors", backbones.build("nafnet", backbones.backbone_module("nafnet").TINY), "nafnet"))
+    dst = tmp_path / "shipped.safetensors"
+    dst.write_bytes(b"the shipped file")
+    script = str(Path(__file__).parents[1] / "scripts" / "export_model.py")
+    monkeypatch.setattr(sys, "argv", [script, src, str(dst), "--half"])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(script, run_name="__main__")
+    assert "exists (pass --overwrite" in str(exit.value.code) and dst.read_bytes() == b"the shipped file"
+    monkeypatch.setattr(sys, "argv", [script, src, str(dst), "--half", "--overwrite"])
+    runpy.run_path(script, run_name="__main__")
+    a, b = (load_model_file(p)[0].state_dict() for p in (src, dst))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-3) for k in a if a[k].is_floating_point())
