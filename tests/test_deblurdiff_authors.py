@@ -190,7 +190,7 @@ def test_authors_lkpn_layout_in_a_tiny_width():
 def test_older_model_files_rebuild_as_they_were_trained(tiny_sd, tmp_path):
     """An arch deblurdiff file written before these settings (no lkpn, ranges, colour fix, spacing, prompt in it)
     loads with our small LKPN, [-1, 1] modes, DDIM on leading steps, the clamped colour fix and the zero token;
-    the bundled deblurdiff-small (no lkpn key either) keeps its small LKPN."""
+    the bundled deblurdiff-small runs with the settings its file records (our small LKPN, clamped colour fix)."""
     from safetensors.torch import load_file, save_file
 
     torch.manual_seed(0)
@@ -208,7 +208,8 @@ def test_older_model_files_rebuild_as_they_were_trained(tiny_sd, tmp_path):
     from unblur.zoo import load_model
 
     bundled, meta = load_model("deblurdiff-small", "cpu")
-    assert "lkpn" not in meta["config"] and isinstance(bundled.lkpn, LKPN) and bundled.colour_fix == "clamped"
+    assert meta["config"]["lkpn"] == "small" and isinstance(bundled.lkpn, LKPN)
+    assert meta["config"]["colour_fix"] == bundled.colour_fix == "clamped"
 
 
 # -- anchored sampling (ours) -------------------------------------------------------------------------

@@ -61,16 +61,16 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="deblurdiff-small",
             file="deblurdiff-small.safetensors",
-            summary="DeblurDiff (LKPN + EAC + ControlNet) on a small latent diffusion model trained here; "
-            "generative, --steps/--seed/--samples/--save-kernels; a method demo, below the blurred input in PSNR",
-            trained_on="uniform-kernel preset, 217 sharp photos: VAE 1500 CPU steps, then diffusion 1500 CPU steps",
+            summary="DeblurDiff (LKPN + EAC, one step of a frozen prior from z_s) on the bundled vae-f2 and prior-f2; "
+            "generative, --steps/--strength/--seed/--samples/--save-kernels; a method demo, +0.3 dB at most, far below the default",
+            trained_on="realistic + uniform-kernel pairs, 217 sharp photos: the LKPN 1600 CPU steps on the frozen prior-f2",
         ),
         ModelEntry(
             name="bd-diff-small",
             file="bd-diff-small.safetensors",
             summary="BD-Diff (two Q-Formers + structure map, three tasks) on a small latent diffusion model trained here; "
             "generative, --steps/--seed/--samples, `unblur transfer`; a method demo, below the blurred input in PSNR",
-            trained_on="uniform-kernel pairs + unpaired realistic-preset blurred photos, 4000 CPU steps (VAE shared with deblurdiff-small)",
+            trained_on="uniform-kernel pairs + unpaired realistic-preset blurred photos, 4000 CPU steps (the first deblurdiff-small's VAE)",
         ),
     ]
 }
