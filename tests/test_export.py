@@ -88,6 +88,15 @@ def test_refuses_existing_output_and_folders(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
 
 
+def tiny_nafnet_file(path, seed: int) -> str:
+    """A model file of a tiny NAFNet with seed-dependent random weights."""
+    from unblur import nn as backbones
+    from unblur.modelfile import save_model_file
+
+    torch.manual_seed(seed)
+    return str(save_model_file(path, backbones.build("nafnet", backbones.backbone_module("nafnet").TINY), "nafnet"))
+
+
 def test_average_weights_script_writes_the_mean_of_two_model_files_and_refuses_other_networks(tmp_path, monkeypatch, capsys):
     """scripts/average_weights.py: the soup holds the tensor-wise mean; a file of another network is refused."""
     import runpy
@@ -98,10 +107,7 @@ def test_average_weights_script_writes_the_mean_of_two_model_files_and_refuses_o
     from unblur.modelfile import load_model_file, save_model_file
 
     tiny = backbones.backbone_module("nafnet").TINY
-    files = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        files.append(str(save_model_file(tmp_path / f"m{seed}.safetensors", backbones.build("nafnet", tiny), "nafnet")))
+    files = [tiny_nafnet_file(tmp_path / f"m{seed}.safetensors", seed) for seed in (0, 1)]
     script = str(Path(__file__).parents[1] / "scripts" / "average_weights.py")
     soup = tmp_path / "soup.safetensors"
     monkeypatch.setattr(sys, "argv", [script, *files, "-o", str(soup)])
@@ -125,11 +131,9 @@ def test_export_model_script_halves_and_replaces_a_file_only_when_asked(tmp_path
     import sys
     from pathlib import Path
 
-    from unblur import nn as backbones
-    from unblur.modelfile import load_model_file, save_model_file
+    from unblur.modelfile import load_model_file
 
-    torch.manual_seed(0)
-    src = str(save_model_file(tmp_path / "run.safetensors", backbones.build("nafnet", backbones.backbone_module("nafnet").TINY), "nafnet"))
+    src = tiny_nafnet_file(tmp_path / "run.safetensors", 0)
     dst = tmp_path / "shipped.safetensors"
     dst.write_bytes(b"the shipped file")
     script = str(Path(__file__).parents[1] / "scripts" / "export_model.py")
